@@ -1,0 +1,63 @@
+"""Shared fixtures: the real Flickr8k copy, the course subset built from it, smoke runs.
+
+Owned by the lead; helpers append fixtures at the end, never rewrite this file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from utils import paths
+
+# Tests and CI read the shared read-only Flickr8k copy beside the checkout unless told otherwise.
+if "FLICKR8K_DIR" not in os.environ and paths.SHARED_FLICKR8K.exists():
+    os.environ["FLICKR8K_DIR"] = str(paths.SHARED_FLICKR8K)
+
+
+@pytest.fixture(scope="session")
+def flickr8k_dir() -> Path:
+    """The real Flickr8k corpus; a clear failure (not a skip) when it is missing."""
+    root = paths.flickr8k_dir()
+    if not (root / "Flickr8k_text" / "Flickr8k.token.txt").exists():
+        pytest.fail(f"Flickr8k not found at {root}: set FLICKR8K_DIR to the unpacked corpus.")
+    return root
+
+
+@pytest.fixture(scope="session")
+def course_subset(flickr8k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The course subset (4 x 150 images, 1 caption each) built once from Flickr8k."""
+    from utils.data import build_subset
+
+    out = tmp_path_factory.mktemp("data") / paths.SUBSET_NAME
+    build_subset(flickr8k_dir, out, per_class=150, captions_per_image=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smoke_env(course_subset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Environment of a smoke run: data, models and results all in a temporary folder."""
+    base = tmp_path_factory.mktemp("smoke")
+    shutil.copytree(course_subset, base / "data" / paths.SUBSET_NAME)
+    env = {"DATA_DIR": str(base / "data"), "MODELS_DIR": str(base / "models"),
+           "RESULTS_DIR": str(base / "results"), "SMOKE": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield base
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_env: Path) -> Path:
+    """Execute every notebook in order in smoke mode once; returns the results folder."""
+    from utils.handin import execute_notebooks
+
+    execute_notebooks(parameters={"SMOKE": True})
+    return smoke_env / "results"
