@@ -34,7 +34,7 @@ report: setup  ## build rapport_latex/main.tex from results/ (fails past 8 + 2 p
 submit: setup  ## build <group>.zip from team.toml and check it: make submit GROUP=N
 	$(BIN)/python -m utils.submission build $(if $(GROUP),--group $(GROUP),)
 
-check: setup  ## check a hand-in zip: make check ZIP=1.zip
+check: setup  ## check a hand-in zip: make check ZIP=1.zip (default: <group of team.toml>.zip)
 	$(BIN)/python -m utils.submission check $(ZIP)
 
 test: setup  ## the whole test suite

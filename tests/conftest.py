@@ -61,3 +61,61 @@ def smoke_run(smoke_env: Path) -> Path:
 
     execute_notebooks(parameters={"SMOKE": True})
     return smoke_env / "results"
+
+
+@pytest.fixture(scope="session")
+def course_split(course_subset: Path):
+    """The course subset's captions with the shared train/val/test split column (classifiers)."""
+    from utils.data import load_dataset
+
+    return load_dataset(course_subset)
+
+
+@pytest.fixture(scope="session")
+def course_subset_5(flickr8k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small subset keeping all five captions per image (20 images per class), built once."""
+    from utils.data import build_subset
+
+    out = tmp_path_factory.mktemp("data5") / paths.SUBSET_NAME
+    build_subset(flickr8k_dir, out, per_class=20, captions_per_image=5)
+    return out
+
+
+# --- hand-in helper -------------------------------------------------------------------------
+
+FILLED_TEAM = """group = 7
+[[members]]
+name = "Dupont-Leclerc"
+first_name = "Éloïse"
+student_card = "21904567"
+
+[[members]]
+name = "N'Diaye"
+first_name = "Mamadou"
+student_card = "22001234"
+
+[[members]]
+name = "Martin"
+first_name = "Zoé"
+student_card = "21812345"
+"""
+
+
+@pytest.fixture
+def team_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A filled team file (accents, hyphen, apostrophe; group 7) set as ``$TEAM_FILE``."""
+    path = tmp_path / "team.toml"
+    path.write_text(FILLED_TEAM, encoding="utf-8")
+    monkeypatch.setenv("TEAM_FILE", str(path))
+    return path
+
+
+@pytest.fixture
+def needs_tex() -> None:
+    """Fail (never skip) when the TeX tools of the hand-in chain are missing."""
+    missing = [t for t in ("xelatex", "latexmk", "bibtex", "pandoc", "pdftoppm", "pdftotext")
+               if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"{missing} not found: install TeX Live and poppler (apt-get install "
+                    "texlive-xetex texlive-fonts-recommended texlive-plain-generic latexmk "
+                    "pandoc poppler-utils; .ci/run does it)")

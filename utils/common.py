@@ -58,7 +58,7 @@ def env_flag(name: str, default: bool = False) -> bool:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -117,5 +117,7 @@ def make_config(config_class: type, smoke: bool | None = None, overrides: dict |
     valid = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - valid)
     if unknown:
-        raise ValueError(f"{config_class.__name__}: unknown field(s) {unknown}; valid: {sorted(valid)}")
+        raise ValueError(
+            f"{config_class.__name__}: unknown field(s) {unknown}; valid: {sorted(valid)}"
+        )
     return config_class(**values)

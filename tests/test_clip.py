@@ -1,0 +1,247 @@
+"""CLIP: the loss, the model, building from step-1/2 checkpoints, save/reload, search, training."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from utils.checkpoint import save_checkpoint
+from utils.clip import (
+    ClipConfig,
+    ClipLoss,
+    ClipModel,
+    build_clip,
+    check_finite,
+    keep_first_images,
+    load_clip,
+    make_clip_loaders,
+    save_clip,
+    train_clip,
+    train_clip_epoch,
+    validate_clip,
+)
+from utils.cnn import CnnConfig, build_image_classifier
+from utils.common import seed_everything
+from utils.data import load_dataset
+from utils.retrieval import ClipSearch, build_index
+from utils.smallbert import SmallBertConfig, build_text_classifier
+
+
+class TinyImageEncoder(nn.Module):
+    """Stand-in image trunk: (B,3,S,S) -> (B,6)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3)
+        self.out_features = 6
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images).mean(dim=(2, 3))
+
+
+class TinyTextEncoder(nn.Module):
+    """Stand-in text encoder: (B,L) ids -> (B,5) mean of embeddings."""
+
+    def __init__(self, vocab: int = 50):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, 5)
+        self.out_features = 5
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.embedding(tokens).mean(dim=1)
+
+
+def tiny_model(**overrides) -> ClipModel:
+    torch.manual_seed(0)
+    return ClipModel(TinyImageEncoder(), TinyTextEncoder(), ClipConfig(embed_dim=4, **overrides))
+
+
+def tiny_config(**overrides) -> ClipConfig:
+    """A real (scratch) CLIP small enough for a CPU test: 2 conv blocks, 1 transformer block."""
+    values = dict(image_source="scratch", text_source="scratch", embed_dim=16, batch_size=16,
+                  augment=False, lr=3e-3, encoder_lr_scale=1.0,
+                  image_config=asdict(CnnConfig(channels=(8, 16), image_size=32)),
+                  text_config=asdict(SmallBertConfig(width=32, heads=2, ff=64, layers=1)))
+    return ClipConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def small_frame(course_subset: Path):
+    """The first 32 images of each split of the real course subset."""
+    return keep_first_images(load_dataset(course_subset), 32)
+
+
+# --- loss ---------------------------------------------------------------------------------------
+def test_loss_is_near_zero_for_identical_pairs_at_a_large_scale() -> None:
+    embeds = torch.linalg.qr(torch.randn(64, 16)).Q.T  # 16 orthonormal rows
+    assert ClipLoss()(embeds, embeds, 100.0).item() < 1e-6
+
+
+def test_loss_is_near_log_n_for_random_pairs() -> None:
+    torch.manual_seed(0)
+    n = 32
+    a = nn.functional.normalize(torch.randn(n, 1024), dim=-1)
+    b = nn.functional.normalize(torch.randn(n, 1024), dim=-1)
+    # Random directions in 1024-D are nearly orthogonal: every logit ~ 0, softmax ~ uniform.
+    assert ClipLoss()(a, b, 1.0).item() == pytest.approx(math.log(n), abs=0.05)
+
+
+def test_loss_is_symmetric_and_matches_both_cross_entropies() -> None:
+    torch.manual_seed(1)
+    a = nn.functional.normalize(torch.randn(8, 6), dim=-1)
+    b = nn.functional.normalize(torch.randn(8, 6), dim=-1)
+    loss = ClipLoss()(a, b, 10.0)
+    assert loss.item() == pytest.approx(ClipLoss()(b, a, 10.0).item(), abs=1e-6)
+    logits = 10.0 * a @ b.T
+    rows = -logits.log_softmax(dim=1).diagonal().mean()
+    cols = -logits.log_softmax(dim=0).diagonal().mean()
+    assert loss.item() == pytest.approx(((rows + cols) / 2).item(), abs=1e-5)
+
+
+# --- model --------------------------------------------------------------------------------------
+def test_embeddings_have_unit_norm_and_forward_returns_the_loss() -> None:
+    model = tiny_model()
+    images, tokens = torch.randn(5, 3, 16, 16), torch.randint(1, 50, (5, 7))
+    out = model(images, tokens)
+    assert out["image_embeds"].shape == out["text_embeds"].shape == (5, 4)
+    assert torch.allclose(out["image_embeds"].norm(dim=1), torch.ones(5), atol=1e-5)
+    assert torch.allclose(out["text_embeds"].norm(dim=1), torch.ones(5), atol=1e-5)
+    assert out["logits_per_image"].shape == (5, 5)
+    expected = ClipLoss()(out["image_embeds"], out["text_embeds"], model.logit_scale)
+    assert out["loss"].item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_logit_scale_starts_at_1_over_0_07_and_is_clamped_at_100() -> None:
+    model = tiny_model()
+    assert model.logit_scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
+    with torch.no_grad():
+        model.log_logit_scale.fill_(10.0)  # exp(10) ~ 22026
+    assert model.logit_scale.item() == pytest.approx(100.0, rel=1e-5)
+
+
+def test_a_frozen_tower_keeps_its_encoder_but_trains_its_projection() -> None:
+    model = tiny_model(freeze_image=True)
+    model.train()
+    assert not model.image_encoder.training and model.text_encoder.training
+    model(torch.randn(4, 3, 16, 16), torch.randint(1, 50, (4, 7)))["loss"].backward()
+    assert all(p.grad is None for p in model.image_encoder.parameters())
+    assert model.image_projection.weight.grad is not None
+    assert model.text_encoder.embedding.weight.grad is not None
+
+
+def test_precomputed_features_give_the_same_embeddings() -> None:
+    model = tiny_model().eval()
+    images = torch.randn(3, 3, 16, 16)
+    features = model.image_encoder(images)
+    assert torch.equal(model.encode_image(images), model.encode_image(features))
+
+
+def test_non_finite_loss_stops_with_what_to_change() -> None:
+    with pytest.raises(FloatingPointError, match="Lower the learning rate"):
+        check_finite(torch.tensor(float("nan")), epoch=3, step=7, lr=1e-3)
+
+
+# --- building from the step-1/2 checkpoints -----------------------------------------------------
+def test_missing_step_checkpoint_names_the_notebook(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="01_cnn_image_classifier"):
+        build_clip(ClipConfig())
+
+
+def test_towers_start_from_the_step_1_and_2_weights(tmp_path, monkeypatch, small_frame) -> None:
+    from utils.clip import fit_tokenizer
+
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
+    cnn_config = CnnConfig(channels=(8, 16), image_size=32)
+    classifier = build_image_classifier(cnn_config)
+    save_checkpoint(tmp_path / "01_cnn.pt", classifier.state_dict(), asdict(cnn_config))
+    vectorizer = fit_tokenizer(small_frame)
+    bert_config = SmallBertConfig(width=32, heads=2, ff=64, layers=1, pooling="first",
+                                  vocab_size=vectorizer.vocab_size)
+    text_classifier = build_text_classifier(bert_config)
+    save_checkpoint(tmp_path / "02_smallbert.pt", text_classifier.state_dict(),
+                    asdict(bert_config), vectorizer=vectorizer.to_dict())
+    model, tokenizer = build_clip(ClipConfig(embed_dim=8))
+    assert torch.equal(model.image_encoder[0][0].weight, classifier.trunk[0][0].weight)
+    bert_weight = text_classifier.encoder.bert.token_embedding.weight
+    assert torch.equal(model.text_encoder.bert.token_embedding.weight, bert_weight)
+    assert model.text_encoder.pooling == "masked_mean"  # CLIP pools by masked mean
+    assert model.config.image_size == 32 and tokenizer.to_dict() == vectorizer.to_dict()
+
+
+# --- save / reload / search on real data -------------------------------------------------------
+def test_save_and_reload_give_identical_embeddings(tmp_path, course_subset, small_frame) -> None:
+    model, tokenizer = build_clip(tiny_config(), frame=small_frame)
+    index = build_index(model, tokenizer, small_frame, course_subset, model.config.image_size)
+    path = save_clip(tmp_path / "03_clip.pt", model, tokenizer, epoch=0, metrics={"x": 1.0},
+                     index=index)
+    again, tokenizer_again, checkpoint = load_clip(path)
+    assert asdict(again.config) == asdict(model.config)
+    assert tokenizer_again.to_dict() == tokenizer.to_dict()
+    reindexed = build_index(again, tokenizer_again, small_frame, course_subset,
+                            again.config.image_size)
+    for key in ("image_embeds", "text_embeds"):
+        assert (reindexed[key] - index[key]).abs().max().item() == 0.0
+        assert torch.equal(checkpoint["index"][key], index[key])
+    assert checkpoint["index"]["captions"] == index["captions"]
+
+
+def test_search_returns_k_sorted_results_within_cosine_range(course_subset, small_frame) -> None:
+    model, tokenizer = build_clip(tiny_config(), frame=small_frame)
+    index = build_index(model, tokenizer, small_frame, course_subset, model.config.image_size)
+    search = ClipSearch(model, tokenizer, index, course_subset, model.config.image_size)
+    images = search.search_images("A big dog in the woods", k=5)
+    assert len(images) == 5
+    scores = [score for _, _, score in images]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+    assert all(Path(path).is_file() and caption for path, caption, _ in images)
+    query = course_subset / index["image_paths"][0]
+    texts = search.search_texts(query, k=4)
+    assert [s for *_, s in texts] == sorted((s for *_, s in texts), reverse=True)
+    with Image.open(query) as picture:  # a PIL image gives the same answer as its path
+        assert search.search_texts(picture, k=4) == texts
+
+
+def test_search_names_a_missing_image_file(course_subset, small_frame, tmp_path) -> None:
+    model, tokenizer = build_clip(tiny_config(), frame=small_frame)
+    index = build_index(model, tokenizer, small_frame, course_subset, model.config.image_size)
+    search = ClipSearch(model, tokenizer, index, course_subset, model.config.image_size)
+    with pytest.raises(FileNotFoundError, match="nope.jpg"):
+        search.search_texts(tmp_path / "nope.jpg")
+
+
+# --- training on real data ---------------------------------------------------------------------
+def mean_loss(model: ClipModel, loader) -> float:
+    """Mean loss over a loader in eval mode (no dropout, fixed captions)."""
+    model.eval()
+    with torch.no_grad():
+        return sum(model(x, t)["loss"].item() for x, t, _ in loader) / len(loader)
+
+
+def test_a_few_batches_of_training_lower_the_loss(course_subset, small_frame) -> None:
+    seed_everything(0)
+    model, tokenizer = build_clip(tiny_config(), frame=small_frame)
+    train_loader, _ = make_clip_loaders(model, tokenizer, small_frame, course_subset)
+    before = mean_loss(model, train_loader)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for epoch in range(4):  # 2 batches of 16 images per epoch
+        train_clip_epoch(model, train_loader, optimizer, torch.device("cpu"), epoch, "test")
+    assert mean_loss(model, train_loader) < before - 0.1
+
+
+def test_train_clip_keeps_the_epoch_with_the_best_validation_recall(course_subset,
+                                                                    small_frame) -> None:
+    seed_everything(0)
+    model, tokenizer = build_clip(tiny_config(epochs=3, patience=5), frame=small_frame)
+    train_loader, val_loader = make_clip_loaders(model, tokenizer, small_frame, course_subset)
+    history = train_clip(model, train_loader, val_loader)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    restored = validate_clip(model, val_loader, torch.device("cpu"))
+    assert restored["val_R@5"] == max(row["val_R@5"] for row in history)

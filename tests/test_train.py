@@ -1,0 +1,95 @@
+"""The shared training loop (seeded repeatability, early stopping) and the metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from utils.cnn import CnnConfig, build_image_classifier
+from utils.common import seed_everything
+from utils.data import CLASSES
+from utils.datasets import (
+    ImageClassificationDataset,
+    TextClassificationDataset,
+    make_loader,
+)
+from utils.metrics import classification_metrics, interleave_by_class, misclassified
+from utils.smallbert import SmallBertConfig, build_text_classifier
+from utils.text import TextVectorizer
+from utils.train import best_epoch, fit, predict, run_epoch
+
+CPU = torch.device("cpu")
+HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"}
+
+
+def short_image_run(frame, root, seed: int) -> list[dict]:
+    """One epoch of 2 augmented batches from a fresh seeded model -> its history."""
+    seed_everything(seed)
+    config = CnnConfig(seed=seed, image_size=48, channels=(8, 16), epochs=1, batch_size=8,
+                       limit_batches=2)
+    train = frame[frame["split"] == "train"].head(32)
+    val = frame[frame["split"] == "val"].head(16)
+    train_loader = make_loader(ImageClassificationDataset(train, root, 48, augment=True), 8,
+                               shuffle=True, seed=seed)
+    val_loader = make_loader(ImageClassificationDataset(val, root, 48, augment=False), 8,
+                             shuffle=False)
+    return fit(build_image_classifier(config), train_loader, val_loader, config, device=CPU)
+
+
+def test_seeded_cpu_run_repeats_its_numbers(course_split, course_subset):
+    first = short_image_run(course_split, course_subset, seed=3)
+    again = short_image_run(course_split, course_subset, seed=3)
+    other = short_image_run(course_split, course_subset, seed=4)
+    assert len(first) == 1 and set(first[0]) == HISTORY_KEYS
+    assert first == again
+    assert first != other
+
+
+@pytest.mark.slow
+def test_early_stopping_restores_the_best_weights(course_split):
+    seed_everything(0)
+    # 16 training captions overfit quickly, so the validation loss rises and training stops.
+    train = course_split[course_split["split"] == "train"].groupby("label").head(4)
+    val = course_split[course_split["split"] == "val"]
+    vectorizer = TextVectorizer.fit(train["caption"])
+    config = SmallBertConfig(vocab_size=vectorizer.vocab_size, epochs=60, patience=3, lr=5e-3)
+    train_loader = make_loader(TextClassificationDataset(train, vectorizer), 16, True, seed=0)
+    val_loader = make_loader(TextClassificationDataset(val, vectorizer), 64, False)
+    model = build_text_classifier(config)
+    history = fit(model, train_loader, val_loader, config, device=CPU)
+    assert len(history) < config.epochs  # stopped early
+    assert best_epoch(history) == len(history) - config.patience
+    val_loss, _ = run_epoch(model, val_loader, CPU)
+    assert val_loss == pytest.approx(min(row["val_loss"] for row in history), abs=1e-6)
+    assert val_loss < history[-1]["val_loss"]
+
+
+def test_predict_returns_labels_predictions_and_probabilities(course_split):
+    frame = course_split[course_split["split"] == "test"]
+    vectorizer = TextVectorizer.fit(frame["caption"])
+    model = build_text_classifier(SmallBertConfig(vocab_size=vectorizer.vocab_size))
+    loader = make_loader(TextClassificationDataset(frame, vectorizer), 32, shuffle=False)
+    y_true, y_pred, probs = predict(model, loader, CPU)
+    assert y_true.tolist() == [CLASSES.index(label) for label in frame["label"]]
+    assert probs.shape == (len(frame), len(CLASSES))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert (y_pred == probs.argmax(axis=1)).all()
+
+
+def test_classification_metrics_on_a_hand_checked_example():
+    y_true = [0, 0, 1, 2, 3, 3]
+    y_pred = [0, 1, 1, 2, 3, 0]
+    metrics = classification_metrics(y_true, y_pred, CLASSES)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["confusion_matrix"] == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0],
+                                           [1, 0, 0, 1]]
+    # F1 per class: ball 2*.5*.5/1 = .5, bike 2*.5*1/1.5 = 2/3, dog 1, water 2*1*.5/1.5 = 2/3.
+    assert metrics["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 1 + 2 / 3) / 4)
+    assert metrics["report"]["dog"]["support"] == 1
+    assert misclassified(y_true, y_pred).tolist() == [1, 5]
+
+
+def test_misclassified_examples_are_interleaved_across_classes():
+    y_true = [0, 0, 0, 1, 1, 2]
+    assert interleave_by_class(np.array([0, 1, 2, 3, 4, 5]), y_true) == [0, 3, 5, 1, 4, 2]
