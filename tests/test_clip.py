@@ -190,6 +190,9 @@ def test_save_and_reload_give_identical_embeddings(tmp_path, course_subset, smal
         assert (reindexed[key] - index[key]).abs().max().item() == 0.0
         assert torch.equal(checkpoint["index"][key], index[key])
     assert checkpoint["index"]["captions"] == index["captions"]
+    search = ClipSearch(model, tokenizer, index, course_subset, model.config.image_size)
+    from_file = ClipSearch.from_checkpoint(path, course_subset)
+    assert from_file.search_images("a dog", k=5) == search.search_images("a dog", k=5)
 
 
 def test_search_returns_k_sorted_results_within_cosine_range(course_subset, small_frame) -> None:

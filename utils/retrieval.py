@@ -222,6 +222,16 @@ def metrics_table(result: dict) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def results_table(results: list[tuple[str, str, float]], root: Path,
+                  columns: tuple[str, str, str] = ("image", "caption", "score")) -> pd.DataFrame:
+    """Search results as a table, image paths shown relative to the dataset root when inside."""
+    def short(value):
+        path = Path(value) if isinstance(value, str) and value.endswith(".jpg") else None
+        return path.relative_to(root).as_posix() if path and path.is_relative_to(root) else value
+
+    return pd.DataFrame([[short(v) for v in row] for row in results], columns=list(columns))
+
+
 def max_abs_difference(index: dict, other: dict) -> float:
     """Largest absolute difference between the image and text embeddings of two indexes."""
     return max(float((index[key] - other[key]).abs().max())
