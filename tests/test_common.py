@@ -11,7 +11,14 @@ import torch
 
 from utils import paths
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.common import atomic_path, load_json, make_config, save_json, seed_everything
+from utils.common import (
+    atomic_path,
+    default_mode,
+    load_json,
+    make_config,
+    save_json,
+    seed_everything,
+)
 
 
 @dataclasses.dataclass
@@ -87,3 +94,8 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path):
 def test_missing_checkpoint_says_which_notebook_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="notebook"):
         load_checkpoint(Path(tmp_path) / "01_cnn.pt")
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    target = save_json(tmp_path / "shared.json", {"a": 1})
+    assert target.stat().st_mode & 0o777 == default_mode()

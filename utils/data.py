@@ -42,7 +42,7 @@ from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from utils import paths
-from utils.common import atomic_path
+from utils.common import atomic_path, default_mode
 
 CLASSES = ("ball", "bike", "dog", "water")
 # Whole words, any case. A caption naming several classes gets the first class of
@@ -167,7 +167,9 @@ def read_flickr8k(flickr8k: Path) -> pd.DataFrame:
             stray.setdefault(image, []).append(line_no)
     report_stray_keys(stray, token_file, image_dir)
     frame = pd.DataFrame(rows, columns=["image", "caption_index", "caption"])
-    return frame.assign(flickr_split=frame["image"].map(read_flickr8k_splits(flickr8k)).fillna(""))
+    # object dtype first: an all-missing split column is float, which refuses "" as a fill value
+    splits = frame["image"].map(read_flickr8k_splits(flickr8k)).astype(object)
+    return frame.assign(flickr_split=splits.fillna(""))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,6 +235,7 @@ def building_dir(out: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
     try:
         yield tmp
+        os.chmod(tmp, default_mode(directory=True))
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

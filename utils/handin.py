@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 
 from utils import paths
-from utils.common import atomic_path
+from utils.common import atomic_path, default_mode
 from utils.report import french_date
 from utils.team import Team, load_team, team_bundle
 
@@ -148,6 +148,7 @@ def execute_notebook(source: Path, out_path: Path, parameters: dict, kernel: str
             str(source), str(tmp), parameters=parameters, kernel_name=kernel,
             cwd=str(source.parent), progress_bar=sys.stderr.isatty())
         restore_kernelspec(tmp, source)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, out_path)
     except Exception as error:  # papermill raises its own errors and the kernel's
         if tmp.exists() and tmp.stat().st_size:

@@ -105,13 +105,14 @@ def plot_image_results(results: list[tuple[str, str, float]], query: str,
     """The images found for a text query, in a row, each titled with its score."""
     from utils.datasets import open_rgb
 
-    fig, axes = plt.subplots(1, len(results), figsize=(2.6 * len(results), 3.0), squeeze=False)
+    # constrained layout leaves room for the suptitle (tight_layout let it overlap the titles)
+    fig, axes = plt.subplots(1, len(results), figsize=(2.6 * len(results), 3.2), squeeze=False,
+                             layout="constrained")
     for rank, (ax, (image_path, _, score)) in enumerate(zip(axes[0], results, strict=True), 1):
         ax.imshow(open_rgb(Path(image_path)))
         ax.set_title(f"#{rank}  score {score:.3f}\n{Path(image_path).stem}", fontsize=9)
         ax.axis("off")
     fig.suptitle(f"Requête : « {query} »", fontsize=11)
-    fig.tight_layout()
     return save_figure(fig, name)
 
 
