@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,3 +100,10 @@ def test_missing_checkpoint_says_which_notebook_to_run(tmp_path):
 def test_atomic_writes_get_ordinary_permissions(tmp_path):
     target = save_json(tmp_path / "shared.json", {"a": 1})
     assert target.stat().st_mode & 0o777 == default_mode()
+
+
+def test_save_json_writes_strict_json_for_missing_values(tmp_path):
+    path = save_json(tmp_path / "m.json", {"a": float("nan"), "b": np.float32(0.5),
+                                            "c": torch.tensor([1.0, float("inf")])})
+    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
+    assert load_json(path) == {"a": None, "b": 0.5, "c": [1.0, None]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import random
 import tempfile
@@ -93,15 +94,18 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     if isinstance(value, (np.generic, torch.Tensor)):
-        return value.item() if value.ndim == 0 else value.tolist()
+        return to_jsonable(value.item() if value.ndim == 0 else value.tolist())
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN/inf are not JSON: strict readers (jq, browsers) reject the whole file
     return value
 
 
 def save_json(path: str | Path, data: dict) -> Path:
     """Write ``data`` as indented JSON, atomically."""
-    return write_text(path, json.dumps(to_jsonable(data), indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(to_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False)
+    return write_text(path, text + "\n")
 
 
 def load_json(path: str | Path) -> dict:
