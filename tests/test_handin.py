@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from conftest import FILLED_TEAM
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -17,6 +18,7 @@ from utils.handin import (
     HandinError,
     clean_stream,
     collapse_carriage_returns,
+    dataframe_latex,
     execute_notebooks,
     export_pdf,
     select_notebooks,
@@ -26,7 +28,13 @@ from utils.submission import missing_identity, normalize, pdf_pages
 from utils.team import load_team
 
 IDENTITY_CELL = (f"import sys\nsys.path.insert(0, {str(paths.ROOT)!r})\n"
-                 "from utils.team import show_team\nshow_team()")
+                 "from utils.handin import enable_pdf_tables\nfrom utils.team import show_team\n"
+                 "enable_pdf_tables()\nshow_team()")
+# A top-5 table as notebook 03 shows it: its text form is wider than pandas' 80 characters.
+TOP5_CELL = ("import pandas as pd\npd.DataFrame({'image': [f'images/bike/bike_{i:03d}.jpg' "
+             "for i in range(5)], 'caption': ['A group of cyclists racing down a road in "
+             "colourful jerseys & helmets, 50% uphill'] * 5, 'score': [0.2796, 0.27, 0.269, "
+             "0.267, 0.262]})")
 LONG_TOKEN = "abcdefghij" * 16
 
 
@@ -51,6 +59,18 @@ def outputs_text(path: Path) -> str:
         for output in cell.get("outputs", []):
             parts.append(output.get("text", "") + output.get("data", {}).get("text/plain", ""))
     return "\n".join(parts)
+
+
+def test_dataframe_latex_wraps_long_text_escapes_and_cuts_long_tables():
+    frame = pd.DataFrame({"run_name": ["a_b", "c"], "caption": ["x" * 40, "50% & more"],
+                          "score": [0.28006, 123.456]})
+    latex = dataframe_latex(frame)
+    assert r"\begin{tabular}{llp{0.60\linewidth}r}" in latex
+    assert r"a\_b" in latex and r"50\% \& more" in latex
+    assert "0.280" in latex and "123.5" in latex and "0.28006" not in latex
+    assert r"\adjustbox{max width=\linewidth}" in latex
+    long = dataframe_latex(pd.DataFrame({"n": range(100)}))
+    assert "40 premières lignes sur 100" in long and " 39 " in long and " 40 " not in long
 
 
 def test_collapse_carriage_returns_keeps_final_state():
@@ -142,7 +162,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         "from tqdm.auto import tqdm\nimport time\nfor i in tqdm(range(300), desc='epoch 1'):\n"
         "    time.sleep(0.001)\nfor i in range(120):\n    print('row', i)",
         "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('courbe')\nplt.show()",
-        title="Export de test")
+        TOP5_CELL, title="Export de test")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TEAM_FILE", str(base / "team.toml"))
         notebook = execute_notebooks(out_dir=base / "out", notebooks_dir=src)[0]
@@ -166,6 +186,18 @@ def test_export_pdf_names_every_member_and_strips_progress_spam(needs_tex, expor
     assert re.search(r"\[(\.\.\.|…) 85 lines trimmed (\.\.\.|…)\]", text)  # LaTeX makes '…'
     assert "row 0" in text and "row 119" in text and "row 50" not in text
     assert normalize(LONG_TOKEN) in normalize(text)
+
+
+def test_export_pdf_shows_dataframes_as_whole_tables(needs_tex, exported):
+    notebook, pdf = exported
+    cells = nbformat.read(notebook, as_version=4).cells
+    outputs = [o for c in cells for o in c.get("outputs", [])]
+    table = next(o for o in outputs if "text/html" in o.get("data", {}))
+    assert "\\begin{tabular}" in table["data"]["text/latex"]  # the PDF's form, beside the HTML
+    text = "\n".join(pdf_pages(pdf.read_bytes()))
+    assert "0.280" in text  # 3 decimals, as in the report's tables
+    # One row per line, path then caption: pandas' text form would split the columns in groups.
+    assert re.search(r"bike_004\.jpg\s+A group of cyclists", text)
 
 
 def test_export_pdf_keeps_code_inside_the_page(needs_tex, exported):

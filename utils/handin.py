@@ -24,10 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 
 from utils import paths
 from utils.common import atomic_path, default_mode
-from utils.report import french_date
+from utils.report import format_value, french_date
 from utils.team import Team, load_team, team_bundle
 
 NOTEBOOK_NAME = re.compile(r"^\d{2}_[\w-]+\.ipynb$")
@@ -39,6 +40,8 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 BAR_CHARS = re.compile("[\u2580-\u259f]")
 # tqdm.auto's warning when ipywidgets is absent: noise in a hand-in PDF.
 TQDM_NOISE = re.compile(r"TqdmWarning: IProgress not found|from \.autonotebook import tqdm")
+PDF_TABLE_ROWS = 40  # a longer DataFrame shows its first rows in the PDF (the .ipynb keeps all)
+LONG_TEXT = 30  # text columns with longer values wrap inside a paragraph column in the PDF
 INSTALL_TEX = ("install TeX Live and pandoc (Debian/Ubuntu/Colab: apt-get install texlive-xetex "
                "texlive-fonts-recommended texlive-plain-generic pandoc)")
 
@@ -103,7 +106,10 @@ def venv_kernel() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="hai923-kernel-") as tmp:
         spec_dir = Path(tmp) / "kernels" / KERNEL_NAME
         spec_dir.mkdir(parents=True)
-        spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        # --log-level=ERROR: the kernel warns on every start that its local TCP link is not
+        # encrypted (ipykernel 7), which is noise in `make run` and alarms students.
+        spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                         "--log-level=ERROR"],
                 "display_name": "Python (HAI923 venv)", "language": "python"}
         (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
         os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [tmp, saved]))
@@ -186,6 +192,47 @@ def execute_notebooks(names: list[str] | None = None, parameters: dict | None = 
             print(f"[handin] executing {source.name} -> {out_dir / source.name}", flush=True)
             done.append(execute_notebook(source, out_dir / source.name, parameters or {}, kernel))
     return done
+
+
+def column_spec(frame: pd.DataFrame) -> str:
+    """tabular column spec: index levels 'l', numbers 'r', long text wrapped in p{} columns."""
+    kinds = []
+    for position in range(frame.shape[1]):
+        column = frame.iloc[:, position]
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            kinds.append("r")
+        elif column.astype(str).str.len().max() > LONG_TEXT:
+            kinds.append("p")
+        else:
+            kinds.append("l")
+    width = 0.6 / max(kinds.count("p"), 1)  # the long texts share 60 % of the line
+    wrapped = rf"p{{{width:.2f}\linewidth}}"
+    return "l" * frame.index.nlevels + "".join(wrapped if k == "p" else k for k in kinds)
+
+
+def dataframe_latex(frame: pd.DataFrame) -> str:
+    """A DataFrame as LaTeX for the notebook PDFs: booktabs, escaped, at most the line width.
+
+    Without it nbconvert prints the text form, which pandas cuts into column groups ending in
+    '\\' once it is wider than 80 characters: unreadable for the top-5 tables.
+    """
+    shown = frame.head(PDF_TABLE_ROWS)
+    body = shown.to_latex(escape=True, column_format=column_spec(shown),
+                          float_format=format_value, multirow=False)
+    more = (f"\\par{{\\footnotesize ({len(shown)} premières lignes sur {len(frame)})}}"
+            if len(frame) > len(shown) else "")
+    return ("\\begin{center}\\adjustbox{max width=\\linewidth}{" + body.strip() + "}"
+            + more + "\\end{center}")
+
+
+def enable_pdf_tables() -> None:
+    """In a notebook, give every DataFrame output a LaTeX form that the PDF export uses
+    (Jupyter and Colab keep showing the HTML table); does nothing outside IPython."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/latex"].for_type(pd.DataFrame, dataframe_latex)
 
 
 def collapse_carriage_returns(text: str) -> str:
