@@ -17,7 +17,7 @@ from test_report import report_copy
 
 from utils import paths, submission
 from utils.handin import export_pdfs, list_notebooks
-from utils.submission import SubmissionError, build_submission, check_submission
+from utils.submission import SubmissionError, build_submission, check_submission, write_zip
 from utils.team import Team, TeamError, load_team
 
 matplotlib.use("Agg")
@@ -136,6 +136,17 @@ def test_annexes_after_eight_pages_pass(team_file: Path, tmp_path: Path):
     entries = good_entries(team)
     entries["7.pdf"] = make_pdf(identity(team), *["Page"] * 7, "Annexes\nA.1", "A.2")
     assert check_submission(make_zip(tmp_path / "7.zip", entries), team).ok
+
+
+def test_written_zip_is_flat_deflated_and_readable_by_all(tmp_path: Path):
+    path = write_zip(tmp_path / "3.zip", {"3.pdf": b"%PDF", "3_00_data.ipynb": b"{}"})
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        archive.extractall(tmp_path / "out")
+    assert [i.filename for i in infos] == ["3.pdf", "3_00_data.ipynb"]
+    assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in infos)
+    assert all((i.external_attr >> 16) & 0o777 == 0o644 for i in infos)
+    assert (tmp_path / "out" / "3.pdf").stat().st_mode & 0o044 == 0o044  # group/others read
 
 
 def test_zip_name_and_readability(team_file: Path, tmp_path: Path):

@@ -16,6 +16,7 @@ import io
 import json
 import re
 import sys
+import time
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
@@ -348,11 +349,14 @@ def zip_entries(group: int, team: Team, report_pdf: Path,
 
 
 def write_zip(path: Path, entries: dict[str, bytes]) -> Path:
-    """Write a flat deflated zip atomically."""
+    """Write a flat deflated zip atomically, its files readable by whoever unzips it."""
+    now = time.localtime()[:6]
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, data in entries.items():
-                archive.writestr(name, data)
+                info = zipfile.ZipInfo(name, date_time=now)
+                info.external_attr = 0o644 << 16  # writestr(name) would make them 0600
+                archive.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED)
     return path
 
 
