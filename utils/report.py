@@ -56,7 +56,15 @@ HEADERS = {
     "text_to_image": r"texte $\rightarrow$ image", "image_to_text": r"image $\rightarrow$ texte",
     "variants": "Variante", "poolings": "Pooling", "comparison": "Variante",
     "images_per_class_and_split": "Partition", "runs": "Variante",
+    "reload_max_abs_diff": "Écart max. après rechargement",
+    "reload_max_abs_logit_diff": "Écart max. après rechargement", "wall_time_s": "Durée (s)",
+    "device": "Appareil", "vocab_size": "Vocabulaire", "kept_pooling": "Pooling retenu",
+    "text_length": "Longueur du texte", "enrichment": "Enrichissement",
+    "best_val_R5": "R@5 val.", "images": "Images", "captions": "Légendes",
+    "caption_words": "Mots par légende", "captions_per_split": "Légendes par partition",
 }
+# Table rows of both retrieval directions ("t2i_R@5"): the direction, then the metric.
+DIRECTIONS = {"t2i_": r"texte$\rightarrow$image ", "i2t_": r"image$\rightarrow$texte "}
 CHANCE = " (hasard)"
 
 
@@ -107,9 +115,12 @@ def team_tex(team: Team) -> str:
 
 
 def format_value(value: object) -> str:
-    """A table cell: 3 decimals for ratios, scientific for tiny values, ints as they are."""
+    """A table cell: 3 decimals below 10 (rates), 1 above (ranks, seconds), scientific for tiny
+    values, ints as they are."""
     if isinstance(value, bool):
         return "oui" if value else "non"
+    if value is None:  # a missing value (save_json writes NaN as null)
+        return "--"
     if isinstance(value, int):
         return f"{value:,}".replace(",", r"\,")
     if isinstance(value, float):
@@ -119,7 +130,7 @@ def format_value(value: object) -> str:
             return "0"
         if value != 0 and abs(value) < 1e-3:
             return f"{value:.1e}"
-        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"  # rates vs ranks, seconds
     return escape_latex(str(value))
 
 
@@ -127,6 +138,8 @@ def header(key: str) -> str:
     """Column or row title (LaTeX): a French label for the known keys, else the key escaped."""
     if key.endswith(CHANCE):
         return header(key[: -len(CHANCE)]) + escape_latex(CHANCE)
+    if key[:4] in DIRECTIONS:
+        return DIRECTIONS[key[:4]] + header(key[4:])
     return HEADERS[key] if key in HEADERS else escape_latex(key)
 
 
@@ -254,7 +267,7 @@ def summary_line(data: dict) -> str:
     items = []
     test = data.get("test") if isinstance(data.get("test"), dict) else {}
     for key, value in [*test.items(), *data.items()]:
-        if key in SKIPPED_KEYS or key in {"text_to_image", "image_to_text"}:
+        if key in SKIPPED_KEYS or key in {"test", "text_to_image", "image_to_text"}:
             continue
         if is_scalar(value):
             items.append(f"{header(key)} : {format_value(value)}")
