@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import FILLED_TEAM
@@ -69,6 +70,8 @@ def test_dataframe_latex_wraps_long_text_escapes_and_cuts_long_tables():
     assert r"a\_b" in latex and r"50\% \& more" in latex
     assert "0.280" in latex and "123.5" in latex and "0.28006" not in latex
     assert r"\adjustbox{max width=\linewidth}" in latex
+    scores = dataframe_latex(pd.DataFrame({"score": np.array([0.123456], dtype=np.float32)}))
+    assert "0.123" in scores and "0.1234" not in scores  # similarity scores come as float32
     long = dataframe_latex(pd.DataFrame({"n": range(100)}))
     assert "40 premières lignes sur 100" in long and " 39 " in long and " 40 " not in long
 

@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import math
+import numbers
 import re
 import shutil
 import subprocess
@@ -121,9 +122,10 @@ def format_value(value: object) -> str:
         return "oui" if value else "non"
     if value is None:  # a missing value (save_json writes NaN as null)
         return "--"
-    if isinstance(value, int):
-        return f"{value:,}".replace(",", r"\,")
-    if isinstance(value, float):
+    if isinstance(value, numbers.Integral):  # numbers.*: NumPy scalars (DataFrame cells) too
+        return f"{int(value):,}".replace(",", r"\,")
+    if isinstance(value, numbers.Real):
+        value = float(value)
         if math.isnan(value):
             return "--"
         if value == 0:
