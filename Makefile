@@ -29,13 +29,13 @@ pdf: setup  ## export the executed notebooks to PDF (xelatex)
 	$(BIN)/python -m utils.handin pdf
 
 report: setup  ## build rapport_latex/main.tex from results/ (fails past 8 + 2 pages)
-	$(BIN)/python -m utils.report build
+	$(BIN)/python -m utils.handin.report build
 
 submit: setup  ## build <group>.zip from team.toml and check it: make submit GROUP=N
-	$(BIN)/python -m utils.submission build $(if $(GROUP),--group $(GROUP),)
+	$(BIN)/python -m utils.handin.submission build $(if $(GROUP),--group $(GROUP),)
 
 check: setup  ## check a hand-in zip: make check ZIP=1.zip (default: <group of team.toml>.zip)
-	$(BIN)/python -m utils.submission check $(ZIP)
+	$(BIN)/python -m utils.handin.submission check $(ZIP)
 
 test: setup  ## the whole test suite
 	$(BIN)/python -m pytest

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from utils import paths
+from utils.core import paths
 
 # Tests and CI read the shared read-only Flickr8k copy beside the checkout unless told otherwise.
 if "FLICKR8K_DIR" not in os.environ and paths.SHARED_FLICKR8K.exists():
@@ -30,7 +30,7 @@ def flickr8k_dir() -> Path:
 @pytest.fixture(scope="session")
 def course_subset(flickr8k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The course subset (4 x 150 images, 1 caption each) built once from Flickr8k."""
-    from utils.data import build_subset
+    from utils.data.flickr8k import build_subset
 
     out = tmp_path_factory.mktemp("data") / paths.SUBSET_NAME
     build_subset(flickr8k_dir, out, per_class=150, captions_per_image=1)
@@ -57,7 +57,7 @@ def smoke_env(course_subset: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def smoke_run(smoke_env: Path) -> Path:
     """Execute every notebook in order in smoke mode once; returns the results folder."""
-    from utils.handin import execute_notebooks
+    from utils.handin.execute import execute_notebooks
 
     execute_notebooks(parameters={"SMOKE": True})
     return smoke_env / "results"
@@ -66,7 +66,7 @@ def smoke_run(smoke_env: Path) -> Path:
 @pytest.fixture(scope="session")
 def course_split(course_subset: Path):
     """The course subset's captions with the shared train/val/test split column (classifiers)."""
-    from utils.data import load_dataset
+    from utils.data.course import load_dataset
 
     return load_dataset(course_subset)
 
@@ -74,7 +74,7 @@ def course_split(course_subset: Path):
 @pytest.fixture(scope="session")
 def course_subset_5(flickr8k_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small subset keeping all five captions per image (20 images per class), built once."""
-    from utils.data import build_subset
+    from utils.data.flickr8k import build_subset
 
     out = tmp_path_factory.mktemp("data5") / paths.SUBSET_NAME
     build_subset(flickr8k_dir, out, per_class=20, captions_per_image=5)

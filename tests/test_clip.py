@@ -11,26 +11,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-from utils.checkpoint import save_checkpoint
-from utils.clip import (
-    ClipConfig,
-    ClipLoss,
-    ClipModel,
-    build_clip,
-    check_finite,
-    keep_first_images,
-    load_clip,
-    make_clip_loaders,
-    save_clip,
-    train_clip,
-    train_clip_epoch,
-    validate_clip,
-)
-from utils.cnn import CnnConfig, build_image_classifier
-from utils.common import seed_everything
-from utils.data import load_dataset
-from utils.retrieval import ClipSearch, build_index
-from utils.smallbert import SmallBertConfig, build_text_classifier
+from utils.core.checkpoint import save_checkpoint
+from utils.core.common import seed_everything
+from utils.data.course import keep_first_images, load_dataset
+from utils.data.tokenizers import fit_tokenizer
+from utils.eval.index import GalleryIndex, build_index
+from utils.eval.search import ClipSearch
+from utils.models.clip import ClipConfig, ClipLoss, ClipModel, build_clip, load_clip, save_clip
+from utils.models.cnn import CnnConfig, build_image_classifier
+from utils.models.smallbert import SmallBertConfig, build_text_classifier
+from utils.train.clip import clip_step, make_clip_loaders, train_clip, validate_clip
+from utils.train.loop import check_finite
 
 
 class TinyImageEncoder(nn.Module):
@@ -66,8 +57,8 @@ def tiny_config(**overrides) -> ClipConfig:
     """A real (scratch) CLIP small enough for a CPU test: 2 conv blocks, 1 transformer block."""
     values = dict(image_source="scratch", text_source="scratch", embed_dim=16, batch_size=16,
                   augment=False, lr=3e-3, encoder_lr_scale=1.0,
-                  image_config=asdict(CnnConfig(channels=(8, 16), image_size=32)),
-                  text_config=asdict(SmallBertConfig(width=32, heads=2, ff=64, layers=1)))
+                  image=CnnConfig(channels=(8, 16), image_size=32),
+                  text=SmallBertConfig(width=32, heads=2, ff=64, layers=1))
     return ClipConfig(**{**values, **overrides})
 
 
@@ -155,8 +146,6 @@ def test_missing_step_checkpoint_names_the_notebook(tmp_path, monkeypatch) -> No
 
 
 def test_towers_start_from_the_step_1_and_2_weights(tmp_path, monkeypatch, small_frame) -> None:
-    from utils.clip import fit_tokenizer
-
     monkeypatch.setenv("MODELS_DIR", str(tmp_path))
     cnn_config = CnnConfig(channels=(8, 16), image_size=32)
     classifier = build_image_classifier(cnn_config)
@@ -186,10 +175,9 @@ def test_save_and_reload_give_identical_embeddings(tmp_path, course_subset, smal
     assert tokenizer_again.to_dict() == tokenizer.to_dict()
     reindexed = build_index(again, tokenizer_again, small_frame, course_subset,
                             again.config.image_size)
-    for key in ("image_embeds", "text_embeds"):
-        assert (reindexed[key] - index[key]).abs().max().item() == 0.0
-        assert torch.equal(checkpoint["index"][key], index[key])
-    assert checkpoint["index"]["captions"] == index["captions"]
+    assert reindexed.max_abs_difference(index) == 0.0
+    assert GalleryIndex.from_dict(checkpoint["index"]).max_abs_difference(index) == 0.0
+    assert checkpoint["index"]["captions"] == index.captions
     search = ClipSearch(model, tokenizer, index, course_subset, model.config.image_size)
     from_file = ClipSearch.from_checkpoint(path, course_subset)
     assert from_file.search_images("a dog", k=5) == search.search_images("a dog", k=5)
@@ -205,7 +193,7 @@ def test_search_returns_k_sorted_results_within_cosine_range(course_subset, smal
     assert scores == sorted(scores, reverse=True)
     assert all(-1.0 <= s <= 1.0 for s in scores)
     assert all(Path(path).is_file() and caption for path, caption, _ in images)
-    query = course_subset / index["image_paths"][0]
+    query = course_subset / index.image_paths[0]
     texts = search.search_texts(query, k=4)
     assert [s for *_, s in texts] == sorted((s for *_, s in texts), reverse=True)
     with Image.open(query) as picture:  # a PIL image gives the same answer as its path
@@ -234,8 +222,12 @@ def test_a_few_batches_of_training_lower_the_loss(course_subset, small_frame) ->
     train_loader, _ = make_clip_loaders(model, tokenizer, small_frame, course_subset)
     before = mean_loss(model, train_loader)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for epoch in range(4):  # 2 batches of 16 images per epoch
-        train_clip_epoch(model, train_loader, optimizer, torch.device("cpu"), epoch, "test")
+    for _ in range(4):  # 2 batches of 16 images per epoch
+        for batch in train_loader:
+            loss, _, _ = clip_step(model.train(), batch, torch.device("cpu"))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     assert mean_loss(model, train_loader) < before - 0.1
 
 

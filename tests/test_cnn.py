@@ -9,8 +9,17 @@ import urllib.error
 import pytest
 import torch
 
-from utils.checkpoint import save_checkpoint
-from utils.cnn import (
+from utils.core.checkpoint import save_checkpoint
+from utils.core.common import seed_everything
+from utils.data.course import CLASSES
+from utils.data.datasets import (
+    ImageClassificationDataset,
+    build_transform,
+    decode_image,
+    make_loader,
+)
+from utils.eval.classification import predict, predict_logits
+from utils.models.cnn import (
     CnnConfig,
     ImageClassifier,
     build_image_classifier,
@@ -18,10 +27,7 @@ from utils.cnn import (
     load_efficientnet_lite0,
     load_image_classifier,
 )
-from utils.common import seed_everything
-from utils.data import CLASSES
-from utils.datasets import ImageClassificationDataset, build_transform, decode_image, make_loader
-from utils.train import fit, predict, predict_logits
+from utils.train.classifier import fit_classifier
 
 CPU = torch.device("cpu")
 IMAGENET_DOGS = range(151, 269)  # ImageNet classes 151-268 are dog breeds
@@ -91,7 +97,7 @@ def test_scratch_cnn_overfits_sixteen_real_images(course_split, course_subset):
     dataset = ImageClassificationDataset(frame, course_subset, config.image_size, augment=False)
     loader = make_loader(dataset, config.batch_size, shuffle=True, seed=0)
     model = build_image_classifier(config)
-    fit(model, loader, loader, config, device=CPU)
+    fit_classifier(model, loader, loader, config, device=CPU)
     y_true, y_pred, _ = predict(model, loader, CPU)
     assert (y_true == y_pred).all()
 
@@ -105,7 +111,7 @@ def test_frozen_pretrained_trunk_does_not_change(course_split, course_subset):
     before = {k: v.clone() for k, v in model.trunk.state_dict().items()}
     head_before = [p.clone() for p in model.head.parameters()]
     dataset = ImageClassificationDataset(frame, course_subset, config.image_size, augment=True)
-    fit(model, make_loader(dataset, 8, shuffle=True, seed=0),
+    fit_classifier(model, make_loader(dataset, 8, shuffle=True, seed=0),
         make_loader(dataset, 8, shuffle=False), config, device=CPU)
     after = model.trunk.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics
@@ -120,7 +126,7 @@ def test_checkpoint_round_trip_gives_identical_logits(course_split, course_subse
     dataset = ImageClassificationDataset(frame, course_subset, config.image_size, augment=False)
     loader = make_loader(dataset, 8, shuffle=False)
     model = build_image_classifier(config)
-    fit(model, loader, loader, config, device=CPU)
+    fit_classifier(model, loader, loader, config, device=CPU)
     path = save_checkpoint(tmp_path / "cnn.pt", model.state_dict(), dataclasses.asdict(config),
                            epoch=1)
     reloaded, config2 = load_image_classifier(path)

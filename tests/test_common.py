@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils import paths
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.common import (
+from utils.core import paths
+from utils.core.checkpoint import load_checkpoint, save_checkpoint
+from utils.core.common import (
     atomic_path,
     default_mode,
     load_json,
@@ -44,7 +44,7 @@ def test_paths_default_to_repository_root(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert paths.data_dir() == paths.ROOT / "data"
     assert paths.models_dir() == paths.ROOT / "models"
-    assert (paths.ROOT / "utils" / "paths.py").is_file()
+    assert (paths.ROOT / "utils" / "core" / "paths.py").is_file()
 
 
 def test_seed_everything_repeats_random_draws():

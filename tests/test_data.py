@@ -16,18 +16,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from utils import data
-from utils.data import (
+from utils.data import course, fetch, flickr8k
+from utils.data.__main__ import main as data_main
+from utils.data.course import (
     CLASSES,
     DataError,
-    build_subset,
     check_dataset,
     classify_caption,
     load_dataset,
     make_split,
     read_captions,
-    read_flickr8k,
 )
+from utils.data.flickr8k import build_subset, read_flickr8k
 
 STRAY_KEY = "2258277193_586949ec62.jpg.1"
 COLORS = {"ball": (200, 40, 40), "bike": (40, 200, 40), "dog": (40, 40, 200), "water": (0, 90, 200)}
@@ -55,7 +55,7 @@ def make_course_dir(root: Path, per_class: int = 2) -> Path:
             (root / "captions").mkdir(parents=True, exist_ok=True)
             (root / "captions" / f"{stem}.txt").write_text(caption + "\n", encoding="utf-8")
             rows.append((f"images/{label}/{stem}.jpg", label, caption))
-    pd.DataFrame(rows, columns=data.COLUMNS).to_csv(root / "captions.csv", index=False)
+    pd.DataFrame(rows, columns=course.COLUMNS).to_csv(root / "captions.csv", index=False)
     return root
 
 
@@ -84,17 +84,17 @@ def make_flickr_like(root: Path, captions0: dict[str, str] = SYNTHETIC) -> Path:
     and the three split files."""
     lines = []
     for i, (image, caption) in enumerate(captions0.items()):
-        make_jpeg(root / data.FLICKR_IMAGES / image, color=(20 * i % 255, 100, 150))
+        make_jpeg(root / flickr8k.FLICKR_IMAGES / image, color=(20 * i % 255, 100, 150))
         lines.append(f"{image}#0\t{caption}")
         # Captions #1..#4 name a dog: the selection must only read caption #0.
         lines += [f"{image}#{n}\tVariant {n} : a dog near {image[:-4]} ." for n in range(1, 5)]
         if i == 2:
             lines += [f"{STRAY_KEY}#{n}\tpeople waiting for the subway" for n in range(5)]
-    text = root / data.FLICKR_TEXT
+    text = root / flickr8k.FLICKR_TEXT
     text.mkdir(parents=True)
-    (text / data.TOKEN_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (text / flickr8k.TOKEN_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
     names = sorted(captions0)
-    for split, name in data.FLICKR_SPLIT_FILES.items():
+    for split, name in flickr8k.FLICKR_SPLIT_FILES.items():
         chosen = {"train": names[:6], "val": names[6:8], "test": names[8:]}[split]
         (text / name).write_text("\n".join(chosen) + "\n", encoding="utf-8")
     return root
@@ -127,7 +127,7 @@ def test_read_flickr8k_real_corpus_skips_and_reports_the_stray_key_once(flickr8k
 
 def test_read_flickr8k_names_file_and_line_of_a_malformed_line(tmp_path):
     root = make_flickr_like(tmp_path / "f")
-    token = root / data.FLICKR_TEXT / data.TOKEN_FILE
+    token = root / flickr8k.FLICKR_TEXT / flickr8k.TOKEN_FILE
     lines = token.read_text().splitlines()
     lines[1] = "10_dog.jpg#1 caption without a tab"
     token.write_text("\n".join(lines))
@@ -161,7 +161,7 @@ def test_selection_rules_on_a_synthetic_corpus(tmp_path):
     with pytest.warns(UserWarning, match=re.escape(STRAY_KEY)):
         out = build_subset(root, tmp_path / "subset", per_class=2)
     frame = read_captions(out)
-    sources = {md5(p): p.name for p in (root / data.FLICKR_IMAGES).iterdir()}
+    sources = {md5(p): p.name for p in (root / flickr8k.FLICKR_IMAGES).iterdir()}
     chosen = {row.image_path: sources[md5(out / row.image_path)] for row in frame.itertuples()}
     assert chosen == {
         # file-name order within a class; dog beats ball; bike beats water; caption #0 only
@@ -207,7 +207,7 @@ def test_course_subset_has_the_course_layout(course_subset, flickr8k_dir):
 
 def test_course_subset_follows_the_course_dog_images(course_subset, flickr8k_dir):
     captions = read_captions(course_subset).set_index("image_path")["caption"]
-    source = flickr8k_dir / data.FLICKR_IMAGES
+    source = flickr8k_dir / flickr8k.FLICKR_IMAGES
     # The course's dog_001 is the first Flickr8k file whose caption #0 says dog; dog_004 also
     # says "ball" and is a dog.
     for stem, flickr_name in (("dog_001", "1001773457_577c3a7d70.jpg"),
@@ -255,9 +255,9 @@ def test_build_refuses_to_replace_a_folder_that_is_not_a_dataset(tmp_path):
 def test_cli_build_then_check(tmp_path, capsys):
     root = make_flickr_like(tmp_path / "f")
     with pytest.warns(UserWarning):
-        assert data.main(["build", "--flickr8k", str(root), "--out", str(tmp_path / "s"),
+        assert data_main(["build", "--flickr8k", str(root), "--out", str(tmp_path / "s"),
                           "--per-class", "2"]) == 0
-    assert data.main(["check", str(tmp_path / "s")]) == 0
+    assert data_main(["check", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert re.search(r"dog\s+2 images\s+2 captions", out)
     assert re.search(r"total\s+8 images", out)
@@ -316,7 +316,7 @@ def test_check_names_each_problem_with_file_and_line(tmp_path, name):
     assert re.search(expected, problems[0]), problems[0]
     assert "Fix:" in problems[0]
     with pytest.raises(DataError, match=expected):
-        data.validate_dataset(root)
+        fetch.validate_dataset(root)
 
 
 @pytest.mark.parametrize("mode, suffix", [("RGBA", ".png"), ("L", ".jpg"), ("CMYK", ".jpg"),
@@ -354,7 +354,7 @@ def test_cli_check_exits_1_listing_every_problem(tmp_path, capsys):
     root = make_course_dir(tmp_path / "course")
     (root / "images/dog/dog_001.jpg").unlink()
     rewrite_csv(root, lambda f: f.assign(label=f["label"].where(f.index != 0, "cat")))
-    assert data.main(["check", str(root)]) == 1
+    assert data_main(["check", str(root)]) == 1
     errors = capsys.readouterr().err
     assert "2 problem(s)" in errors
     assert "line 2: unknown label 'cat'" in errors
@@ -461,7 +461,7 @@ def empty_place(tmp_path, monkeypatch):
 
 def test_fetch_uses_a_present_valid_subset(tmp_path, empty_place):
     make_course_dir(empty_place / "flickr_subset2", per_class=10)
-    assert data.ensure_dataset() == empty_place / "flickr_subset2"
+    assert fetch.ensure_dataset() == empty_place / "flickr_subset2"
     assert (empty_place / "flickr_subset2" / "splits.csv").is_file()
 
 
@@ -469,13 +469,13 @@ def test_fetch_refuses_a_present_broken_subset(tmp_path, empty_place):
     root = make_course_dir(empty_place / "flickr_subset2", per_class=10)
     (root / "images/dog/dog_003.jpg").unlink()
     with pytest.raises(DataError, match="dog_003.jpg not found"):
-        data.ensure_dataset()
+        fetch.ensure_dataset()
 
 
 def test_fetch_builds_from_flickr8k_dir(tmp_path, monkeypatch, empty_place):
     monkeypatch.setenv("FLICKR8K_DIR", str(make_flickr_like(tmp_path / "f", SYNTHETIC_10)))
     with pytest.warns(UserWarning):
-        root = data.ensure_dataset(per_class=8)
+        root = fetch.ensure_dataset(per_class=8)
     assert read_captions(root)["label"].value_counts().to_dict() == dict.fromkeys(CLASSES, 8)
     assert (root / "splits.csv").is_file()
 
@@ -484,22 +484,22 @@ def test_fetch_offline_lists_the_three_ways(monkeypatch, empty_place):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(data, "urlopen", offline)
+    monkeypatch.setattr(fetch, "urlopen", offline)
     with pytest.raises(DataError) as error:
-        data.ensure_dataset()
+        fetch.ensure_dataset()
     message = str(error.value)
     assert "1. put the content of flickr_subset2.zip" in message
     assert "2. set FLICKR8K_DIR" in message
     assert "3. connect to the internet" in message
-    assert data.COURSE_ZIP_URL in message and "no network" in message
+    assert fetch.COURSE_ZIP_URL in message and "no network" in message
     assert not (empty_place / "flickr_subset2").exists()
 
 
 def test_fetch_downloads_and_unzips_the_course_zip(tmp_path, monkeypatch, empty_place, server):
     archive = zip_folder(make_course_dir(tmp_path / "made", per_class=10), "flickr_subset2/")
     server.files["/flickr_subset2.zip"] = archive
-    monkeypatch.setattr(data, "COURSE_ZIP_URL", server.url + "/flickr_subset2.zip")
-    root = data.ensure_dataset()
+    monkeypatch.setattr(fetch, "COURSE_ZIP_URL", server.url + "/flickr_subset2.zip")
+    root = fetch.ensure_dataset()
     assert root == empty_place / "flickr_subset2"
     assert len(read_captions(root)) == 40 and (root / "splits.csv").is_file()
     assert not list((empty_place / "downloads").iterdir())  # zip removed once installed
@@ -511,7 +511,7 @@ def test_download_resumes_a_partial_file_with_http_range(tmp_path, server):
     server.files["/big.zip"] = body
     dest = tmp_path / "big.zip"
     (tmp_path / "big.zip.part").write_bytes(body[:300_000])
-    data.download_file(server.url + "/big.zip", dest)
+    fetch.download_file(server.url + "/big.zip", dest)
     assert dest.read_bytes() == body
     assert server.requests == [("/big.zip", "bytes=300000-")]
     assert not (tmp_path / "big.zip.part").exists()
@@ -519,15 +519,15 @@ def test_download_resumes_a_partial_file_with_http_range(tmp_path, server):
 
 def test_fetch_falls_back_to_flickr8k_archives(tmp_path, monkeypatch, empty_place, server):
     corpus = make_flickr_like(tmp_path / "f", SYNTHETIC_10)
-    server.files["/Flickr8k_Dataset.zip"] = zip_folder(corpus / data.FLICKR_IMAGES,
+    server.files["/Flickr8k_Dataset.zip"] = zip_folder(corpus / flickr8k.FLICKR_IMAGES,
                                                        "Flicker8k_Dataset/")
-    server.files["/Flickr8k_text.zip"] = zip_folder(corpus / data.FLICKR_TEXT)
-    monkeypatch.setattr(data, "COURSE_ZIP_URL", server.url + "/missing.zip")
-    monkeypatch.setattr(data, "FLICKR8K_URLS", (server.url + "/Flickr8k_Dataset.zip",
+    server.files["/Flickr8k_text.zip"] = zip_folder(corpus / flickr8k.FLICKR_TEXT)
+    monkeypatch.setattr(fetch, "COURSE_ZIP_URL", server.url + "/missing.zip")
+    monkeypatch.setattr(fetch, "FLICKR8K_URLS", (server.url + "/Flickr8k_Dataset.zip",
                                                 server.url + "/Flickr8k_text.zip"))
     with pytest.warns(UserWarning, match=re.escape(STRAY_KEY)):
-        root = data.ensure_dataset(per_class=10)
+        root = fetch.ensure_dataset(per_class=10)
     assert read_captions(root)["label"].value_counts().to_dict() == dict.fromkeys(CLASSES, 10)
-    assert (empty_place / "flickr8k" / data.FLICKR_TEXT / data.TOKEN_FILE).is_file()
+    assert (empty_place / "flickr8k" / flickr8k.FLICKR_TEXT / flickr8k.TOKEN_FILE).is_file()
     assert [p for p, _ in server.requests] == ["/missing.zip", "/Flickr8k_Dataset.zip",
                                                "/Flickr8k_text.zip"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from utils import datasets
-from utils.data import CLASSES, load_dataset
-from utils.datasets import (
+from utils.data import datasets
+from utils.data.course import CLASSES, load_dataset
+from utils.data.datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageCache,
@@ -18,7 +18,7 @@ from utils.datasets import (
     build_transform,
     make_loader,
 )
-from utils.text import TextVectorizer
+from utils.data.tokenizers import TextVectorizer
 
 SIZE = 64  # small images keep these tests fast; the code path is the one of 224
 

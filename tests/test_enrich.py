@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from utils.data import read_captions
-from utils.enrich import (
+from utils.data.course import read_captions
+from utils.data.enrich import (
     CACHE_COLUMNS,
     ChatClient,
     EndpointUnreachableError,
@@ -250,7 +250,7 @@ def test_transformers_generator_output_goes_through_the_guards(tmp_path: Path) -
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, pipeline
 
-    from utils.text_pretrained import load_hf_tokenizer
+    from utils.data.tokenizers import load_hf_tokenizer
 
     tokenizer = load_hf_tokenizer({"model": "minilm-l6-packaged"})
     torch.manual_seed(0)

@@ -14,22 +14,16 @@ import pytest
 from conftest import FILLED_TEAM
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from utils import paths
-from utils.handin import (
-    HandinError,
-    clean_stream,
-    collapse_carriage_returns,
-    dataframe_latex,
-    execute_notebooks,
-    export_pdf,
-    select_notebooks,
-    trim_lines,
-)
-from utils.submission import missing_identity, normalize, pdf_pages
-from utils.team import load_team
+from utils.core import paths
+from utils.handin.display import dataframe_latex
+from utils.handin.execute import HandinError, execute_notebooks, select_notebooks
+from utils.handin.pdf import clean_stream, collapse_carriage_returns, export_pdf, trim_lines
+from utils.handin.submission import missing_identity, normalize, pdf_pages
+from utils.handin.team import load_team
 
 IDENTITY_CELL = (f"import sys\nsys.path.insert(0, {str(paths.ROOT)!r})\n"
-                 "from utils.handin import enable_pdf_tables\nfrom utils.team import show_team\n"
+                 "from utils.handin.display import enable_pdf_tables\n"
+                 "from utils.handin.team import show_team\n"
                  "enable_pdf_tables()\nshow_team()")
 # A top-5 table as notebook 03 shows it: its text form is wider than pandas' 80 characters.
 TOP5_CELL = ("import pandas as pd\npd.DataFrame({'image': [f'images/bike/bike_{i:03d}.jpg' "

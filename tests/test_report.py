@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from utils import paths, report
-from utils.report import PageCount, ReportError, build_report, count_pages, table_tex
-from utils.submission import missing_identity, pdf_pages
-from utils.team import load_team
+from utils.core import paths
+from utils.handin import report
+from utils.handin.report import PageCount, ReportError, build_report, count_pages, table_tex
+from utils.handin.submission import missing_identity, pdf_pages
+from utils.handin.team import load_team
 
 CLIP_METRICS = {
     "config": {"embed_dim": 128}, "reload_max_abs_diff": 0.0, "wall_time_s": 61.5,

@@ -7,17 +7,16 @@ import math
 import pytest
 import torch
 
-from utils.data import CLASSES
-from utils.retrieval import (
+from utils.data.course import CLASSES
+from utils.eval.index import GalleryIndex, least_similar_captions
+from utils.eval.retrieval import (
     chance_metrics,
     chance_recall,
     class_precision_at_k,
     evaluate_retrieval,
     first_relevant_rank,
-    least_similar_captions,
     relevance_matrix,
     retrieval_metrics,
-    select_split,
 )
 
 N = 10
@@ -101,17 +100,17 @@ def test_a_query_without_answer_is_rejected() -> None:
         first_relevant_rank(torch.zeros(2, 3), relevant)
 
 
-def hand_index() -> dict:
+def hand_index() -> GalleryIndex:
     """Three images (two train, one test) with unit 2-D embeddings and four captions."""
-    return {
-        "image_embeds": torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]),
-        "image_paths": ["a.jpg", "b.jpg", "c.jpg"],
-        "image_labels": [0, 1, 2],
-        "image_splits": ["train", "train", "test"],
-        "text_embeds": torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.6, 0.8]]),
-        "captions": ["a fits", "b fits", "c is the opposite", "c half fits"],
-        "caption_images": [0, 1, 2, 2],
-    }
+    return GalleryIndex(
+        image_embeds=torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]),
+        image_paths=["a.jpg", "b.jpg", "c.jpg"],
+        image_labels=[0, 1, 2],
+        image_splits=["train", "train", "test"],
+        text_embeds=torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.6, 0.8]]),
+        captions=["a fits", "b fits", "c is the opposite", "c half fits"],
+        caption_images=[0, 1, 2, 2],
+    )
 
 
 def test_least_similar_captions_are_sorted_from_the_worst() -> None:
@@ -122,8 +121,18 @@ def test_least_similar_captions_are_sorted_from_the_worst() -> None:
 
 
 def test_select_split_keeps_the_captions_of_its_images() -> None:
-    test = select_split(hand_index(), "test")
-    assert test["image_paths"] == ["c.jpg"]
-    assert test["captions"] == ["c is the opposite", "c half fits"]
-    assert test["caption_images"] == [0, 0]
-    assert test["text_embeds"].shape == (2, 2)
+    test = hand_index().split("test")
+    assert test.image_paths == ["c.jpg"]
+    assert test.captions == ["c is the opposite", "c half fits"]
+    assert test.caption_images == [0, 0]
+    assert test.text_embeds.shape == (2, 2)
+    assert test.caption_labels() == [2, 2]
+
+
+def test_index_round_trips_through_a_checkpoint_dict() -> None:
+    index = hand_index()
+    again = GalleryIndex.from_dict(index.to_dict())
+    assert again.max_abs_difference(index) == 0.0 and again.captions == index.captions
+    assert sorted(index.to_dict()) == sorted(["image_embeds", "image_paths", "image_labels",
+                                              "image_splits", "text_embeds", "captions",
+                                              "caption_images"])  # project 0.1's 7 keys

@@ -7,11 +7,13 @@ import dataclasses
 import pytest
 import torch
 
-from utils.checkpoint import save_checkpoint
-from utils.common import seed_everything
-from utils.data import CLASSES
-from utils.datasets import TextClassificationDataset, make_loader
-from utils.smallbert import (
+from utils.core.checkpoint import save_checkpoint
+from utils.core.common import seed_everything
+from utils.data.course import CLASSES
+from utils.data.datasets import TextClassificationDataset, make_loader
+from utils.data.tokenizers import TextVectorizer
+from utils.eval.classification import predict, predict_logits
+from utils.models.smallbert import (
     POOLINGS,
     SentenceEncoder,
     SmallBert,
@@ -20,8 +22,7 @@ from utils.smallbert import (
     load_text_classifier,
     pool_tokens,
 )
-from utils.text import TextVectorizer
-from utils.train import fit, predict, predict_logits
+from utils.train.classifier import fit_classifier
 
 VOCAB = 50
 
@@ -121,7 +122,7 @@ def test_overfits_sixteen_real_captions(course_split, pooling):
                              patience=40, batch_size=16, lr=2e-3)
     loader = make_loader(TextClassificationDataset(frame, vectorizer), 16, shuffle=True, seed=0)
     model = build_text_classifier(config)
-    fit(model, loader, loader, config, device=torch.device("cpu"))
+    fit_classifier(model, loader, loader, config, device=torch.device("cpu"))
     y_true, y_pred, _ = predict(model, loader, torch.device("cpu"))
     assert (y_true == y_pred).all()
 
@@ -133,7 +134,7 @@ def test_checkpoint_round_trip_gives_identical_logits(course_split, tmp_path):
     config = SmallBertConfig(vocab_size=vectorizer.vocab_size, epochs=1)
     loader = make_loader(TextClassificationDataset(frame, vectorizer), 8, shuffle=False, seed=0)
     model = build_text_classifier(config)
-    fit(model, loader, loader, config, device=torch.device("cpu"))
+    fit_classifier(model, loader, loader, config, device=torch.device("cpu"))
     path = save_checkpoint(tmp_path / "text.pt", model.state_dict(), dataclasses.asdict(config),
                            vectorizer=vectorizer.to_dict(), epoch=1)
     reloaded, config2, vectorizer2 = load_text_classifier(path)

@@ -15,10 +15,12 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 from test_report import report_copy
 
-from utils import paths, submission
-from utils.handin import export_pdfs, list_notebooks
-from utils.submission import SubmissionError, build_submission, check_submission, write_zip
-from utils.team import Team, TeamError, load_team
+from utils.core import paths
+from utils.handin import submission
+from utils.handin.execute import list_notebooks
+from utils.handin.pdf import export_pdfs
+from utils.handin.submission import SubmissionError, build_submission, check_submission, write_zip
+from utils.handin.team import Team, TeamError, load_team
 
 matplotlib.use("Agg")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from utils import paths
-from utils.team import (
+from utils.core import paths
+from utils.handin.team import (
     TeamError,
     has_placeholders,
     load_team,

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 import torch
 
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.data import load_dataset
-from utils.text import TextVectorizer
+from utils.core.checkpoint import load_checkpoint, save_checkpoint
+from utils.data.course import load_dataset
+from utils.data.tokenizers import TextVectorizer
 
 
 def words_of(text: str) -> list[str]:

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.text_pretrained import (
-    HFTokenizerAdapter,
+from utils.core.checkpoint import load_checkpoint, save_checkpoint
+from utils.core.common import count_parameters
+from utils.core.pretrained import (
     ModelUnavailableError,
-    best_by_validation,
-    build_hf_text_encoder,
-    check_tokenizer,
-    count_parameters,
-    encoder_param_groups,
-    find_layers,
+    PretrainedTextConfig,
     load_hf_config,
-    load_hf_tokenizer,
-    make_hf_spec,
-    pool_hidden,
+    pretrained_text_config,
 )
+from utils.data.tokenizers import HFTokenizerAdapter, check_tokenizer, load_hf_tokenizer
+from utils.experiments.runs import best_by_validation
+from utils.models.text_pretrained import build_hf_text_encoder, find_layers, pool_hidden
+from utils.train.loop import TrainedRun
 
 CAPTIONS = ["A black dog runs through the water .", "A boy rides his bike on a dirt path .",
             "Two children play with a red ball"]
@@ -38,7 +36,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def minilm():
     """The packaged all-MiniLM-L6-v2, frozen, masked-mean pooling (loaded once)."""
-    spec = make_hf_spec(model="minilm-l6-packaged", max_length=24)
+    spec = PretrainedTextConfig(model="minilm-l6-packaged", max_length=24)
     return build_hf_text_encoder(spec), HFTokenizerAdapter(spec)
 
 
@@ -74,8 +72,8 @@ def test_packaged_minilm_embeds_offline(minilm) -> None:
 
 def test_masked_mean_ignores_padding(minilm) -> None:
     encoder, _ = minilm
-    short = HFTokenizerAdapter({**encoder.spec, "max_length": 16}).encode(CAPTIONS[:1])
-    long = HFTokenizerAdapter({**encoder.spec, "max_length": 40}).encode(CAPTIONS[:1])
+    short = HFTokenizerAdapter(replace(encoder.config, max_length=16)).encode(CAPTIONS[:1])
+    long = HFTokenizerAdapter(replace(encoder.config, max_length=40)).encode(CAPTIONS[:1])
     assert (long == 0).sum() > (short == 0).sum()
     with torch.no_grad():
         assert torch.allclose(encoder(short), encoder(long), atol=1e-5)
@@ -99,7 +97,7 @@ def test_adapter_round_trips_through_dict(minilm) -> None:
     data = json.loads(json.dumps(tokenizer.to_dict()))
     rebuilt = HFTokenizerAdapter.from_dict(data)
     assert torch.equal(rebuilt.encode(CAPTIONS), tokenizer.encode(CAPTIONS))
-    assert rebuilt.spec == tokenizer.spec and rebuilt.length == 24
+    assert rebuilt.config == tokenizer.config and rebuilt.length == 24
     with pytest.raises(ValueError, match="kind"):
         HFTokenizerAdapter.from_dict({"kind": "word_level"})
 
@@ -107,15 +105,11 @@ def test_adapter_round_trips_through_dict(minilm) -> None:
 def test_frozen_vs_last_n_trainable_counts(minilm) -> None:
     frozen, _ = minilm
     assert count_parameters(frozen)["trainable"] == 0
-    partial = build_hf_text_encoder({**frozen.spec, "freeze": "last_n", "train_last_n_layers": 1})
+    partial = build_hf_text_encoder(replace(frozen.config, freeze="last_n",
+                                            train_last_n_layers=1))
     last = find_layers(partial.model)[-1]
     assert len(find_layers(partial.model)) == 6
     assert count_parameters(partial)["trainable"] == sum(p.numel() for p in last.parameters())
-    head = torch.nn.Linear(384, 8)
-    groups = encoder_param_groups(torch.nn.ModuleDict({"e": partial, "h": head}), partial,
-                                  lr=1e-3, encoder_lr=1e-5)
-    assert [g["lr"] for g in groups] == [1e-3, 1e-5]
-    assert sum(p.numel() for p in groups[1]["params"]) == count_parameters(partial)["trainable"]
 
 
 def test_frozen_encoder_stays_deterministic_in_train_mode(minilm) -> None:
@@ -128,7 +122,8 @@ def test_frozen_encoder_stays_deterministic_in_train_mode(minilm) -> None:
 
 
 def test_distilbert_builds_from_local_folder(tiny_distilbert: Path) -> None:
-    spec = make_hf_spec(model=str(tiny_distilbert), pooling="cls", freeze="none", max_length=12)
+    spec = PretrainedTextConfig(model=str(tiny_distilbert), pooling="cls", freeze="none",
+                                max_length=12)
     tokenizer = HFTokenizerAdapter(spec)
     assert type(tokenizer.tokenizer).__name__.startswith("DistilBertTokenizer")
     assert tokenizer.tokenizer.is_fast
@@ -140,14 +135,14 @@ def test_distilbert_builds_from_local_folder(tiny_distilbert: Path) -> None:
 
 
 def test_checkpoint_rebuilds_same_architecture(tiny_distilbert: Path, tmp_path: Path) -> None:
-    spec = make_hf_spec(model=str(tiny_distilbert), freeze="last_n", train_last_n_layers=1,
+    spec = PretrainedTextConfig(model=str(tiny_distilbert), freeze="last_n", train_last_n_layers=1,
                         max_length=12)
     encoder = build_hf_text_encoder(spec)
     with torch.no_grad():  # stands in for training: weights now differ from the pretrained ones
         find_layers(encoder.model)[-1].output_layer_norm.bias.add_(0.5)
     tokens = HFTokenizerAdapter(spec).encode(CAPTIONS)
     encoder.eval()
-    path = save_checkpoint(tmp_path / "tower.pt", encoder.state_dict(), {"text_spec": spec})
+    path = save_checkpoint(tmp_path / "tower.pt", encoder.state_dict(), {"text_spec": asdict(spec)})
     stored = load_checkpoint(path)
     rebuilt = build_hf_text_encoder(stored["config"]["text_spec"])
     rebuilt.load_state_dict(stored["state_dict"])
@@ -178,11 +173,11 @@ def test_missing_model_gives_one_clear_message() -> None:
 
 def test_bad_spec_values_are_refused() -> None:
     with pytest.raises(ValueError, match="pooling"):
-        make_hf_spec(pooling="first")
+        PretrainedTextConfig(pooling="first")
     with pytest.raises(ValueError, match="train_last_n_layers"):
-        make_hf_spec(freeze="last_n")
+        PretrainedTextConfig(freeze="last_n")
     with pytest.raises(ValueError, match="unknown key"):
-        make_hf_spec(lr=1e-3)
+        pretrained_text_config({"lr": 1e-3})
 
 
 def test_frozen_encoder_remembers_captions_exactly(minilm) -> None:
@@ -200,21 +195,24 @@ def test_frozen_encoder_remembers_captions_exactly(minilm) -> None:
 
 
 def test_best_by_validation_breaks_ties_with_the_loss() -> None:
-    runs = {"a": {"history": [{"val_R@5": 0.5, "val_loss": 2.0},
-                              {"val_R@5": 0.4, "val_loss": 1.0}]},
-            "b": {"history": [{"val_R@5": 0.5, "val_loss": 1.5}]},
-            "c": {"history": [{"val_R@5": 0.3, "val_loss": 0.1}]}}
+    def run(*history: dict) -> TrainedRun:
+        return TrainedRun(None, None, list(history), 0.0, 1)
+
+    runs = {"a": run({"val_R@5": 0.5, "val_loss": 2.0}, {"val_R@5": 0.4, "val_loss": 1.0}),
+            "b": run({"val_R@5": 0.5, "val_loss": 1.5}),
+            "c": run({"val_R@5": 0.3, "val_loss": 0.1})}
     assert best_by_validation(runs) == "b"
     assert best_by_validation(runs, ["a", "c"]) == "a"
 
 
 def test_clip_with_the_hf_tower_saves_and_reloads(tmp_path: Path) -> None:
     """The contract with utils.clip: build_clip(text_tower="hf") and load_clip from the file."""
-    from utils.clip import ClipConfig, build_clip, load_clip, save_clip
+    from utils.models.clip import ClipConfig, build_clip, load_clip, save_clip
 
-    spec = make_hf_spec(model="minilm-l6-packaged", max_length=16, freeze="last_n",
+    spec = PretrainedTextConfig(model="minilm-l6-packaged", max_length=16, freeze="last_n",
                         train_last_n_layers=1)
-    config = ClipConfig(image_source="scratch", text_tower="hf", hf_spec=spec, embed_dim=32)
+    config = ClipConfig(image_source="scratch", text_tower="hf", pretrained_text=spec,
+                        embed_dim=32)
     model, tokenizer = build_clip(config)
     assert isinstance(tokenizer, HFTokenizerAdapter) and model.text_encoder.out_features == 384
     tokens = tokenizer.encode(CAPTIONS)
@@ -222,7 +220,7 @@ def test_clip_with_the_hf_tower_saves_and_reloads(tmp_path: Path) -> None:
     out = model(images, tokens)
     assert out["text_embeds"].shape == (3, 32) and torch.isfinite(out["loss"])
     model.eval()
-    path = save_clip(tmp_path / "clip_hf.pt", model, tokenizer, 1, {}, {})
+    path = save_clip(tmp_path / "clip_hf.pt", model, tokenizer, 1, {})
     reloaded, reloaded_tokenizer, _ = load_clip(path)
     with torch.no_grad():
         assert torch.equal(reloaded.encode_text(reloaded_tokenizer.encode(CAPTIONS)),

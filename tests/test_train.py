@@ -6,18 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from utils.cnn import CnnConfig, build_image_classifier
-from utils.common import seed_everything
-from utils.data import CLASSES
-from utils.datasets import (
-    ImageClassificationDataset,
-    TextClassificationDataset,
-    make_loader,
+from utils.core.common import seed_everything
+from utils.data.course import CLASSES
+from utils.data.datasets import ImageClassificationDataset, TextClassificationDataset, make_loader
+from utils.data.tokenizers import TextVectorizer
+from utils.eval.classification import (
+    classification_metrics,
+    interleave_by_class,
+    misclassified,
+    predict,
 )
-from utils.metrics import classification_metrics, interleave_by_class, misclassified
-from utils.smallbert import SmallBertConfig, build_text_classifier
-from utils.text import TextVectorizer
-from utils.train import best_epoch, fit, predict, run_epoch
+from utils.models.cnn import CnnConfig, build_image_classifier
+from utils.models.smallbert import SmallBertConfig, build_text_classifier
+from utils.train.classifier import fit_classifier, validate_classifier
+from utils.train.loop import EarlyStopping, best_epoch
 
 CPU = torch.device("cpu")
 HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"}
@@ -34,7 +36,8 @@ def short_image_run(frame, root, seed: int) -> list[dict]:
                                shuffle=True, seed=seed)
     val_loader = make_loader(ImageClassificationDataset(val, root, 48, augment=False), 8,
                              shuffle=False)
-    return fit(build_image_classifier(config), train_loader, val_loader, config, device=CPU)
+    return fit_classifier(build_image_classifier(config), train_loader, val_loader, config,
+                          device=CPU)
 
 
 def test_seeded_cpu_run_repeats_its_numbers(course_split, course_subset):
@@ -57,10 +60,11 @@ def test_early_stopping_restores_the_best_weights(course_split):
     train_loader = make_loader(TextClassificationDataset(train, vectorizer), 16, True, seed=0)
     val_loader = make_loader(TextClassificationDataset(val, vectorizer), 64, False)
     model = build_text_classifier(config)
-    history = fit(model, train_loader, val_loader, config, device=CPU)
+    history = fit_classifier(model, train_loader, val_loader, config, device=CPU)
     assert len(history) < config.epochs  # stopped early
-    assert best_epoch(history) == len(history) - config.patience
-    val_loss, _ = run_epoch(model, val_loader, CPU)
+    assert best_epoch(history, "val_loss", "min") == len(history) - config.patience
+    with torch.no_grad():
+        val_loss = validate_classifier(model, val_loader, CPU)["val_loss"]
     assert val_loss == pytest.approx(min(row["val_loss"] for row in history), abs=1e-6)
     assert val_loss < history[-1]["val_loss"]
 
@@ -93,3 +97,13 @@ def test_classification_metrics_on_a_hand_checked_example():
 def test_misclassified_examples_are_interleaved_across_classes():
     y_true = [0, 0, 0, 1, 1, 2]
     assert interleave_by_class(np.array([0, 1, 2, 3, 4, 5]), y_true) == [0, 3, 5, 1, 4, 2]
+
+
+def test_early_stopping_keeps_the_first_best_value_in_either_direction():
+    model = torch.nn.Linear(2, 1)
+    for mode, values, best in (("min", [3.0, 1.0, 1.0, 2.0], 2), ("max", [0.1, 0.5, 0.5, 0.2], 2)):
+        stopper = EarlyStopping("v", mode, patience=2)
+        stops = [stopper.update({"epoch": e, "v": v}, model) for e, v in enumerate(values, 1)]
+        history = [{"epoch": e, "v": v} for e, v in enumerate(values, 1)]
+        assert stopper.best_epoch == best == best_epoch(history, "v", mode)
+        assert stops == [False, False, False, True]  # epoch 4 is 2 epochs after the best

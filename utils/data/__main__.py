@@ -1,0 +1,67 @@
+"""Command line of the data layer::
+
+    python -m utils.data build --flickr8k DIR --out DIR [--per-class 150] [--captions-per-image 1]
+    python -m utils.data check DIR
+    python -m utils.data fetch
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from utils.data.course import DataError, check_dataset, describe_counts, read_captions
+from utils.data.fetch import ensure_dataset
+from utils.data.flickr8k import build_subset
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Arguments of ``python -m utils.data {build,check,fetch}``."""
+    parser = argparse.ArgumentParser(prog="python -m utils.data",
+                                     description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="build the course subset from Flickr8k")
+    build.add_argument("--flickr8k", type=Path, required=True, help="the unpacked Flickr8k folder")
+    build.add_argument("--out", type=Path, required=True, help="the subset folder to write")
+    build.add_argument("--per-class", type=int, default=150, help="images per class")
+    build.add_argument("--captions-per-image", type=int, default=1, help="1 (course) to 5")
+    check = commands.add_parser("check", help="check a course-format folder")
+    check.add_argument("root", type=Path, help="folder holding captions.csv")
+    commands.add_parser("fetch", help="make data/flickr_subset2 ready (local, build or download)")
+    return parser.parse_args(argv)
+
+
+def run_check(root: Path) -> int:
+    """Print the summary (exit 0) or every problem (exit 1)."""
+    problems = check_dataset(root)
+    if problems:
+        print(f"{root}: {len(problems)} problem(s)", *problems, sep="\n", file=sys.stderr)
+        return 1
+    print(describe_counts(root, read_captions(root)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m utils.data``."""
+    args = parse_args(argv)
+    start = time.perf_counter()
+    try:
+        if args.command == "build":
+            out = build_subset(args.flickr8k, args.out, args.per_class, args.captions_per_image)
+            print(describe_counts(out, read_captions(out)))
+        elif args.command == "check":
+            return run_check(args.root)
+        else:
+            root = ensure_dataset()
+            print(describe_counts(root, read_captions(root)))
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.command}: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

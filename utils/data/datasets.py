@@ -1,0 +1,221 @@
+"""PyTorch datasets over the course table (``utils.data.load_dataset``) and their loaders.
+
+Images are decoded once per run by ``ImageCache`` (uint8 tensors in memory, about 150 KB per
+224x224 image, 90 MB for the 600 images), so epochs only pay for the random augmentation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageDraw
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+from tqdm.auto import tqdm
+
+from utils.core.common import make_generator
+from utils.data.course import CLASSES
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+CROP_SCALE = (0.7, 1.0)  # random crops keep >= 70% of the image: the class object stays in view
+
+
+COLOR_JITTER = 0.2  # brightness, contrast and saturation +-20%: light, photos stay natural
+
+
+def build_transform(image_size: int, augment: bool, config: Any = None) -> v2.Compose:
+    """uint8 (3,H,W) -> normalised float32 (3,S,S); with ``augment``, random resized crop,
+    horizontal flip and light colour jitter. ``config`` may override ``crop_scale`` and
+    ``color_jitter`` through attributes of those names."""
+    scale = tuple(getattr(config, "crop_scale", CROP_SCALE))
+    jitter = getattr(config, "color_jitter", COLOR_JITTER)
+    to_float = v2.ToDtype(torch.float32, scale=True)
+    if augment:  # geometry on uint8 (less memory), colour on float (faster than on uint8)
+        steps = [v2.RandomResizedCrop(image_size, scale=scale, antialias=True),
+                 v2.RandomHorizontalFlip(), to_float,
+                 v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)]
+    else:
+        steps = [v2.Resize((image_size, image_size), antialias=True), to_float]
+    return v2.Compose([*steps, v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """Open any image as RGB; transparent pixels (RGBA, LA, P with transparency) go on white."""
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        return image.convert("RGB")
+
+
+def decode_image(path: Path, size: int) -> torch.Tensor:
+    """One image file -> uint8 tensor (3,size,size), any mode converted to RGB."""
+    image = open_rgb(path)
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return F.pil_to_tensor(image)
+
+
+class ImageCache:
+    """Decode each image file once to uint8 (3,S,S) at ``size`` and keep it in memory."""
+
+    _shared: ClassVar[dict[tuple[str, int], ImageCache]] = {}
+
+    def __init__(self, root: Path, size: int) -> None:
+        self.root = Path(root)
+        self.size = size
+        self.images: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def shared(cls, root: Path, size: int) -> ImageCache:
+        """One cache per (folder, size) for the whole run: train/val/test datasets and
+        several notebooks' datasets decode each file only once."""
+        key = (str(Path(root).resolve()), size)
+        if key not in cls._shared:
+            cls._shared[key] = cls(root, size)
+        return cls._shared[key]
+
+    def get(self, image_path: str) -> torch.Tensor:
+        """uint8 (3,S,S) of ``root/image_path``, decoded on first use."""
+        if image_path not in self.images:
+            self.images[image_path] = decode_image(self.root / image_path, self.size)
+        return self.images[image_path]
+
+    def preload(self, image_paths: list[str]) -> ImageCache:
+        """Decode every image now (with a progress bar) instead of during the first epoch."""
+        todo = [p for p in dict.fromkeys(image_paths) if p not in self.images]
+        for image_path in tqdm(todo, desc="decode images", disable=None if todo else True):
+            self.get(image_path)
+        return self
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def label_ids(labels: pd.Series) -> torch.Tensor:
+    """Class names -> LongTensor (N,) of ``CLASSES.index(label)``."""
+    return torch.tensor([CLASSES.index(label) for label in labels], dtype=torch.long)
+
+
+class ImageClassificationDataset(Dataset):
+    """One item per image: (image float (3,S,S), label int)."""
+
+    def __init__(self, frame: pd.DataFrame, root: Path, image_size: int, augment: bool,
+                 cache: ImageCache | None = None, config: Any = None) -> None:
+        images = frame.drop_duplicates("image_path")
+        self.image_paths = images["image_path"].tolist()
+        self.labels = label_ids(images["label"])
+        self.cache = cache or ImageCache.shared(root, image_size)
+        self.transform = build_transform(image_size, augment, config)
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.transform(self.cache.get(self.image_paths[index]))
+        return image, int(self.labels[index])
+
+
+class TextClassificationDataset(Dataset):
+    """One item per caption row: (tokens LongTensor (L,), label int)."""
+
+    def __init__(self, frame: pd.DataFrame, vectorizer: Any) -> None:
+        self.captions = frame["caption"].tolist()
+        self.tokens = vectorizer.encode(self.captions)
+        self.labels = label_ids(frame["label"])
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.tokens[index], int(self.labels[index])
+
+
+class ImageTextDataset(Dataset):
+    """One item per IMAGE: (image (3,S,S), tokens (L,), image index). With several captions per
+    image, the caption is drawn from (seed, epoch, index), so a batch never holds the same image
+    twice (two captions of one image would be false negatives of the contrastive loss) and each
+    epoch sees other captions; call ``set_epoch(e)`` at the start of each epoch."""
+
+    def __init__(self, frame: pd.DataFrame, root: Path, tokenizer: Any, image_size: int,
+                 augment: bool, seed: int = 0, cache: ImageCache | None = None,
+                 config: Any = None) -> None:
+        frame = frame.reset_index(drop=True)
+        groups = frame.groupby("image_path", sort=False).indices
+        self.image_paths = list(groups)
+        self.rows = [np.asarray(groups[p]) for p in self.image_paths]
+        self.captions = [frame["caption"].iloc[r].tolist() for r in self.rows]
+        self.labels = label_ids(frame["label"].iloc[[r[0] for r in self.rows]])
+        self.tokens = tokenizer.encode(frame["caption"].tolist())
+        self.cache = cache or ImageCache.shared(root, image_size)
+        self.transform = build_transform(image_size, augment, config)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose captions ``__getitem__`` draws."""
+        self.epoch = epoch
+
+    def caption_row(self, index: int) -> int:
+        """Row (of the frame) of the caption used for image ``index`` at the current epoch."""
+        rows = self.rows[index]
+        if len(rows) == 1:
+            return int(rows[0])
+        pick = np.random.default_rng([self.seed, self.epoch, index]).integers(len(rows))
+        return int(rows[pick])
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image = self.transform(self.cache.get(self.image_paths[index]))
+        return image, self.tokens[self.caption_row(index)], index
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
+                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+    """A DataLoader whose shuffling repeats for a given seed. num_workers=0 by default: the
+    images are already decoded in memory, and workers would each copy the cache. Workers are
+    not persistent, so they see each ``set_epoch`` (they copy the dataset every epoch)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      drop_last=drop_last, generator=make_generator(seed),
+                      pin_memory=torch.cuda.is_available())
+
+
+def image_pixels(image: str | Path | Image.Image, size: int) -> torch.Tensor:
+    """A path or a PIL image -> uint8 (3,size,size), decoded like the training images."""
+
+    if not isinstance(image, Image.Image):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: image not found (give an existing image file "
+                                    "or a PIL image)")
+        return decode_image(path, size)
+    image = image.convert("RGB")
+    if image.size != (size, size):  # same resampling as utils.datasets.decode_image
+        image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+
+
+def write_synthetic_image(path: Path, size: int = 256) -> Path:
+    """A drawn picture (sky, sea, a red ball) for when no image outside the dataset exists."""
+
+    image = Image.new("RGB", (size, size), (135, 190, 235))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, size // 2, size, size], fill=(20, 80, 160))
+    draw.ellipse([size // 3, size // 4, size // 3 + size // 4, size // 2], fill=(210, 30, 30))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path

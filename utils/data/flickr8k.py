@@ -1,0 +1,188 @@
+"""Flickr8k as it unpacks (``Flicker8k_Dataset/``, ``Flickr8k_text/``) and the course subset
+built from it: each image's caption #0, the first images of each class in file-name order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from utils.data.course import (
+    CAPTIONS_CSV,
+    CLASSES,
+    DataError,
+    building_dir,
+    classify_caption,
+    write_captions_csv,
+)
+
+FLICKR_IMAGES = "Flicker8k_Dataset"  # the official (misspelt) folder name
+
+
+FLICKR_TEXT = "Flickr8k_text"
+
+
+TOKEN_FILE = "Flickr8k.token.txt"
+
+
+FLICKR_SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt",
+                      "test": "Flickr_8k.testImages.txt"}
+
+
+def has_flickr8k(flickr8k: Path) -> bool:
+    """True when ``flickr8k`` holds the unpacked corpus (token file and image folder)."""
+    return (flickr8k / FLICKR_TEXT / TOKEN_FILE).is_file() and (flickr8k / FLICKR_IMAGES).is_dir()
+
+
+def require_flickr8k(flickr8k: Path) -> None:
+    """Raise a DataError that says how to get Flickr8k when ``flickr8k`` does not hold it."""
+    for needed in (flickr8k / FLICKR_TEXT / TOKEN_FILE, flickr8k / FLICKR_IMAGES):
+        if not needed.exists():
+            raise DataError(f"{needed}: not found. Fix: unzip Flickr8k_Dataset.zip and "
+                            f"Flickr8k_text.zip into {flickr8k} (or set FLICKR8K_DIR).")
+
+
+def parse_token_line(line: str, token_file: Path, line_no: int) -> tuple[str, int, str]:
+    """Split one ``IMAGE.jpg#N<TAB>caption`` line into (image, N, caption)."""
+    key, tab, caption = line.partition("\t")
+    image, hash_sign, index = key.strip().rpartition("#")
+    if not tab or not hash_sign or not index.isdigit():
+        raise DataError(f"{token_file}, line {line_no}: expected 'IMAGE.jpg#N<TAB>caption', got "
+                        f"{line[:80]!r}. Fix: restore the file from Flickr8k_text.zip.")
+    return image, int(index), caption.strip()
+
+
+def report_stray_keys(stray: dict[str, list[int]], token_file: Path, image_dir: Path) -> None:
+    """Warn once about caption keys that name no image (the corpus has one such key)."""
+    if not stray:
+        return
+    described = ", ".join(f"{key} (lines {lines[0]}-{lines[-1]})" for key, lines in stray.items())
+    count = sum(len(lines) for lines in stray.values())
+    warnings.warn(f"{token_file}: skipped {count} caption(s) whose key names no image in "
+                  f"{image_dir}: {described}", stacklevel=3)
+
+
+def read_flickr8k_splits(flickr8k: Path) -> dict[str, str]:
+    """The official Flickr8k split: image file name -> "train" | "val" | "test"."""
+    split_of = {}
+    for split, name in FLICKR_SPLIT_FILES.items():
+        split_file = flickr8k / FLICKR_TEXT / name
+        if split_file.is_file():
+            lines = split_file.read_text(encoding="utf-8-sig").split()
+            split_of.update(dict.fromkeys(lines, split))
+    return split_of
+
+
+def read_flickr8k(flickr8k: Path) -> pd.DataFrame:
+    """Parse Flickr8k.token.txt: one row per caption (image, caption_index, caption, flickr_split).
+
+    Keys naming no file of ``Flicker8k_Dataset/`` (the corpus's ``2258277193_586949ec62.jpg.1``)
+    are skipped and reported once with a warning.
+    """
+    flickr8k = Path(flickr8k)
+    require_flickr8k(flickr8k)
+    token_file = flickr8k / FLICKR_TEXT / TOKEN_FILE
+    image_dir = flickr8k / FLICKR_IMAGES
+    images = set(os.listdir(image_dir))
+    rows, stray = [], {}
+    text = token_file.read_text(encoding="utf-8-sig")
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        image, index, caption = parse_token_line(line, token_file, line_no)
+        if image in images:
+            rows.append((image, index, caption))
+        else:
+            stray.setdefault(image, []).append(line_no)
+    report_stray_keys(stray, token_file, image_dir)
+    frame = pd.DataFrame(rows, columns=["image", "caption_index", "caption"])
+    # object dtype first: an all-missing split column is float, which refuses "" as a fill value
+    splits = frame["image"].map(read_flickr8k_splits(flickr8k)).astype(object)
+    return frame.assign(flickr_split=splits.fillna(""))
+
+
+def select_images(captions: pd.DataFrame, per_class: int) -> pd.DataFrame:
+    """The first ``per_class`` images of each class in file-name order, classed by caption #0.
+
+    Returns columns image, label, number (1..per_class), sorted by label then number; each
+    image gets one class, so it is used once.
+    """
+    first = captions[captions["caption_index"] == 0].sort_values("image", kind="stable")
+    labelled = first.assign(label=first["caption"].map(classify_caption)).dropna(subset=["label"])
+    chosen = labelled.groupby("label", sort=False).head(per_class)
+    counts = chosen["label"].value_counts()
+    short = {name: int(counts.get(name, 0)) for name in CLASSES if counts.get(name, 0) < per_class}
+    if short:
+        raise DataError(f"Flickr8k: too few images for --per-class {per_class}: {short}. "
+                        "Fix: lower --per-class.")
+    chosen = chosen.assign(number=chosen.groupby("label").cumcount() + 1)
+    return chosen.sort_values(["label", "number"])[["image", "label", "number"]]
+
+
+def subset_rows(chosen: pd.DataFrame, captions: pd.DataFrame, captions_per_image: int
+                ) -> pd.DataFrame:
+    """Rows of captions.csv (plus ``image``, the Flickr8k source file) for the chosen images."""
+    kept = captions[captions["caption_index"] < captions_per_image]
+    rows = chosen.merge(kept, on="image", how="left", validate="one_to_many")
+    per_image = rows.groupby("image")["caption"].count()
+    if (per_image < captions_per_image).any():
+        missing = per_image[per_image < captions_per_image].index[0]
+        raise DataError(f"Flickr8k: {missing} has fewer than {captions_per_image} captions. "
+                        "Fix: lower --captions-per-image.")
+    stem = rows["label"] + "_" + rows["number"].map("{:03d}".format)
+    rows = rows.assign(stem=stem, image_path="images/" + rows["label"] + "/" + stem + ".jpg")
+    return rows.sort_values(["label", "number", "caption_index"]).reset_index(drop=True)
+
+
+def copy_images(rows: pd.DataFrame, image_dir: Path, out: Path) -> None:
+    """Copy each chosen Flickr8k JPEG (already 224x224) to ``out/images/<class>/<stem>.jpg``."""
+    images = rows.drop_duplicates("image_path")
+    for name in CLASSES:
+        (out / "images" / name).mkdir(parents=True, exist_ok=True)
+    pairs = zip(images["image"], images["image_path"], strict=True)
+    for source, target in tqdm(pairs, total=len(images), desc="copy images", disable=None):
+        shutil.copyfile(image_dir / source, out / target)
+
+
+def write_caption_files(rows: pd.DataFrame, out: Path) -> None:
+    """Write ``captions/<stem>.txt``: the image's captions, one per line."""
+    (out / "captions").mkdir(parents=True, exist_ok=True)
+    for stem, group in rows.groupby("stem", sort=True):
+        text = "\n".join(group["caption"]) + "\n"
+        (out / "captions" / f"{stem}.txt").write_text(text, encoding="utf-8")
+
+
+def build_subset(flickr8k: Path, out: Path, per_class: int = 150,
+                 captions_per_image: int = 1) -> Path:
+    """Build the course subset from Flickr8k into ``out`` (atomically: temp folder, then rename)."""
+    if not 1 <= captions_per_image <= 5:
+        raise DataError(f"--captions-per-image {captions_per_image}: Flickr8k has 5 captions "
+                        "per image. Fix: use a value from 1 to 5.")
+    flickr8k, out = Path(flickr8k), Path(out)
+    captions = read_flickr8k(flickr8k)
+    rows = subset_rows(select_images(captions, per_class), captions, captions_per_image)
+    with building_dir(out) as tmp:
+        copy_images(rows, flickr8k / FLICKR_IMAGES, tmp)
+        write_caption_files(rows, tmp)
+        write_captions_csv(rows, tmp / CAPTIONS_CSV)
+    return out
+
+
+def outside_image(flickr8k: Path, label: str = "dog", per_class: int = 150) -> Path:
+    """A Flickr8k image of class ``label`` (by its first caption) that the course subset does
+    not hold: not among the ``per_class`` images utils.data.build_subset picks, and from the
+    official Flickr8k test split."""
+
+    captions = read_flickr8k(flickr8k)
+    chosen = set(select_images(captions, per_class)["image"])
+    first = captions[(captions["caption_index"] == 0) & ~captions["image"].isin(chosen)]
+    first = first[first["flickr_split"] == "test"].sort_values("image")
+    matches = first[first["caption"].map(classify_caption) == label]
+    if matches.empty:
+        raise ValueError(f"{flickr8k}: no test image of class {label!r} outside the subset")
+    return Path(flickr8k) / FLICKR_IMAGES / matches["image"].iloc[0]

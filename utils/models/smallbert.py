@@ -1,0 +1,165 @@
+"""SmallBERT of step 2: a small Transformer encoder over word ids, and its sentence poolers.
+
+SmallBert maps token ids (B,L) to one vector per token (B,L,D): token + learned position
+embeddings, N pre-norm encoder blocks (multi-head self-attention, ReLU feed-forward, dropout)
+and a final layer norm. Padding (id 0) is masked out of the attention. There is NO <CLS> token,
+so a sentence vector comes from a pooler: "first" (the first token's vector), "mean" (plain
+mean over all L positions, padding included) or "masked_mean" (mean over real tokens only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from utils.core.checkpoint import load_checkpoint
+from utils.core.common import config_from_dict
+from utils.data.tokenizers import TextVectorizer
+from utils.models.pooling import masked_mean
+
+NUM_CLASSES = 4  # ball, bike, dog, water (utils.data.CLASSES)
+
+
+POOLINGS = ("first", "mean", "masked_mean")
+
+
+@dataclass
+class SmallBertConfig:
+    """Model and training settings of the SmallBERT text classifier."""
+
+    seed: int = 0  # seeds weights, dropout and shuffling
+    max_tokens: int = 10_000  # vocabulary cap of the TextVectorizer (most frequent train words)
+    length: int = 32  # tokens per caption (padded / truncated)
+    vocab_size: int = 10_000  # embedding rows; set from the fitted vectoriser before building
+    width: int = 128  # D: size of every token vector
+    heads: int = 4  # attention heads (width must be divisible by heads)
+    ff: int = 256  # hidden size of the feed-forward layer of each block
+    layers: int = 2  # number of encoder blocks
+    dropout: float = 0.1  # dropout in embeddings, attention, feed-forward and head
+    pooling: str = "masked_mean"  # "first" | "mean" | "masked_mean"
+    batch_size: int = 32  # captions per batch
+    epochs: int = 20  # maximum epochs (early stopping usually ends sooner)
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 1e-2  # AdamW weight decay
+    patience: int = 5  # epochs without a better validation loss before stopping
+    limit_batches: int = 0  # training batches per epoch (0: all)
+    per_class_limit: int = 0  # captions kept per class in each split (0: all); smoke mode: few
+
+    SMOKE: ClassVar[dict] = {"epochs": 2, "per_class_limit": 8, "batch_size": 16}
+
+    def __post_init__(self) -> None:
+        """Reject settings the model cannot build with, naming the field."""
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"SmallBertConfig.pooling={self.pooling!r}: choose one of {POOLINGS}")
+        if self.width % self.heads:
+            raise ValueError(f"SmallBertConfig: width={self.width} not divisible by "
+                             f"heads={self.heads}")
+
+
+class SmallBert(nn.Module):
+    """Transformer encoder: token ids (B,L) -> hidden states (B,L,D); id 0 is padding."""
+
+    pad_id = 0
+
+    def __init__(self, config: SmallBertConfig, vocab_size: int | None = None):
+        super().__init__()
+        self.width = config.width
+        self.token_embedding = nn.Embedding(vocab_size or config.vocab_size, config.width,
+                                            padding_idx=self.pad_id)
+        self.position_embedding = nn.Embedding(config.length, config.width)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(encoder_block(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.width)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids (B,L) -> one vector per token (B,L,D)."""
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        hidden = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        padding = attention_padding(tokens, self.pad_id)
+        for block in self.blocks:
+            hidden = block(hidden, src_key_padding_mask=padding)
+        return self.norm(hidden)
+
+
+def encoder_block(config: SmallBertConfig) -> nn.TransformerEncoderLayer:
+    """One pre-norm block: x + MHA(LN(x)), then x + FF(LN(x)) with a ReLU feed-forward."""
+    return nn.TransformerEncoderLayer(
+        config.width, config.heads, dim_feedforward=config.ff, dropout=config.dropout,
+        activation="relu", batch_first=True, norm_first=True,
+    )
+
+
+def attention_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Key padding mask (B,L), True where attention must ignore the position."""
+    padding = tokens == pad_id
+    # An all-padding row (empty caption) would make softmax over nothing = NaN: let it see itself.
+    padding[:, 0] &= ~padding.all(dim=1)
+    return padding
+
+
+def pool_tokens(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Hidden (B,L,D) and real-token mask (B,L) (True = not padding) -> sentence vectors (B,D)."""
+    if mode == "first":
+        return hidden[:, 0]
+    if mode == "mean":
+        return hidden.mean(dim=1)
+    if mode == "masked_mean":
+        return masked_mean(hidden, mask)
+    raise ValueError(f"pooling={mode!r}: choose one of {POOLINGS}")
+
+
+class SentenceEncoder(nn.Module):
+    """SmallBert + pooler: token ids (B,L) -> sentence vectors (B,D); ``out_features = D``."""
+
+    def __init__(self, bert: SmallBert, pooling: str = "masked_mean"):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r}: choose one of {POOLINGS}")
+        self.bert = bert
+        self.pooling = pooling
+        self.out_features = bert.width
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids (B,L) -> (B,D)."""
+        return pool_tokens(self.bert(tokens), tokens != self.bert.pad_id, self.pooling)
+
+
+class TextClassifier(nn.Module):
+    """Sentence encoder then head: token ids (B,L) -> logits (B,4)."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids (B,L) -> logits (B,4)."""
+        return self.head(self.encoder(tokens))
+
+
+def build_sentence_encoder(config: SmallBertConfig, vocab_size: int | None = None
+                           ) -> SentenceEncoder:
+    """SmallBert with the configured pooler: tokens (B,L) -> (B,width)."""
+    return SentenceEncoder(SmallBert(config, vocab_size), config.pooling)
+
+
+def build_text_classifier(config: SmallBertConfig, vocab_size: int | None = None
+                          ) -> TextClassifier:
+    """Encoder + head (Dropout, Linear to the 4 classes); vocab_size defaults to the config's."""
+    encoder = build_sentence_encoder(config, vocab_size)
+    head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(encoder.out_features, NUM_CLASSES))
+    return TextClassifier(encoder, head)
+
+
+def load_text_classifier(path: str | Path):
+    """Rebuild ``(model in eval mode, config, TextVectorizer)`` from a checkpoint file."""
+
+    checkpoint = load_checkpoint(path)
+    config = config_from_dict(SmallBertConfig, checkpoint["config"])
+    model = build_text_classifier(config)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), config, TextVectorizer.from_dict(checkpoint["vectorizer"])

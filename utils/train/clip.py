@@ -1,0 +1,141 @@
+"""Step 3: CLIP's data (one image per item, captions drawn per epoch), its optimiser groups,
+and its training through the project's loop (kept by validation R@5, both directions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from utils.core import paths
+from utils.core.common import autocast, get_device
+from utils.data.course import keep_first_images, load_dataset
+from utils.data.datasets import ImageTextDataset, make_loader
+from utils.data.fetch import ensure_dataset
+from utils.data.flickr8k import build_subset
+from utils.eval.retrieval import first_relevant_rank, recall_at_k
+from utils.models.clip import ClipConfig, ClipModel
+from utils.train.features import CachedFeatures, encode_dataset
+from utils.train.loop import EarlyStopping, best_epoch, fit
+
+
+def clip_data_root(config: ClipConfig) -> Path:
+    """The dataset folder: the course subset (1 caption) or a 5-caption build of the same kind."""
+
+    if config.captions_per_image == 1:
+        return ensure_dataset()
+    root = paths.data_dir() / f"{paths.SUBSET_NAME}_{config.captions_per_image}captions"
+    if not (root / "captions.csv").exists():
+        build_subset(paths.flickr8k_dir(), root, captions_per_image=config.captions_per_image)
+    return root
+
+
+def load_clip_frame(config: ClipConfig) -> tuple[pd.DataFrame, Path]:
+    """(rows image_path, label, caption, split; dataset root) for this config."""
+
+    root = clip_data_root(config)
+    return keep_first_images(load_dataset(root), config.max_images_per_split), root
+
+
+def make_clip_dataset(model: ClipModel, tokenizer, frame: pd.DataFrame, root: Path,
+                      train: bool) -> Dataset:
+    """One item per image: (image or cached features, tokens, index); captions drawn per epoch."""
+
+    config = model.config
+    cache = config.freeze_image and config.cache_frozen_features
+    augment = train and config.augment and not cache
+    dataset = ImageTextDataset(frame, root, tokenizer, config.image_size, augment,
+                               seed=config.seed)
+    if cache:
+        model.to(get_device())
+        return CachedFeatures(dataset, encode_dataset(model.image_encoder, dataset,
+                                                      config.batch_size))
+    return dataset
+
+
+def make_clip_loaders(model: ClipModel, tokenizer, frame: pd.DataFrame, root: Path
+                      ) -> tuple[DataLoader, DataLoader]:
+    """Seeded (train, val) loaders over the train and val images of ``frame``."""
+
+    config = model.config
+    loaders = []
+    for split in ("train", "val"):
+        rows = frame[frame["split"] == split].reset_index(drop=True)
+        dataset = make_clip_dataset(model, tokenizer, rows, root, train=split == "train")
+        train = split == "train"
+        # Training drops a ragged last batch: a pair alone in its batch has no negative.
+        loaders.append(make_loader(dataset, config.batch_size, shuffle=train, seed=config.seed,
+                                   drop_last=train and len(dataset) > config.batch_size))
+    return loaders[0], loaders[1]
+
+
+def parameter_groups(model: ClipModel) -> list[dict]:
+    """AdamW groups: encoders at lr * encoder_lr_scale (HF: its spec's encoder_lr), the rest
+    at lr; weight decay on matrices only (not on biases, norms or the logit scale)."""
+    config = model.config
+    encoder_lr = config.lr * config.encoder_lr_scale
+    hf_lr = config.pretrained_text.encoder_lr if config.text_tower == "hf" else encoder_lr
+    lrs = [(model.image_encoder, encoder_lr), (model.text_encoder, hf_lr), (model, config.lr)]
+    groups, seen = [], set()
+    for module, lr in lrs:
+        params = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in params)
+        for decay in (True, False):
+            chosen = [p for p in params if (p.dim() >= 2) == decay]
+            if chosen:
+                groups.append({"params": chosen, "lr": lr,
+                               "weight_decay": config.weight_decay if decay else 0.0})
+    return groups
+
+
+MONITOR = ("val_R@5", "max")  # CLIP keeps the epoch of the best validation R@5 (both ways)
+
+
+def clip_step(model: ClipModel, batch, device: torch.device) -> tuple[torch.Tensor, int, dict]:
+    """The contrastive loss of one (images or features, tokens, index) batch -> (loss, n, {})."""
+    images, tokens = batch[0], batch[1]
+    with autocast(device):
+        loss = model(images.to(device), tokens.to(device))["loss"]
+    return loss, len(images), {}
+
+
+def validate_clip(model: ClipModel, loader: DataLoader, device: torch.device
+                  ) -> dict[str, float]:
+    """Validation loss and R@5 of each direction, one caption per image (as drawn at epoch 0),
+    and the logit scale."""
+    model.eval()
+    images, texts, losses = [], [], []
+    for batch_images, tokens, _ in loader:
+        with autocast(device):
+            out = model(batch_images.to(device), tokens.to(device))
+        images.append(out["image_embeds"].float().cpu())
+        texts.append(out["text_embeds"].float().cpu())
+        losses.append(out["loss"].item() * len(tokens))
+    image_embeds, text_embeds = torch.cat(images), torch.cat(texts)
+    relevant = torch.eye(len(image_embeds), dtype=torch.bool)
+    similarity = text_embeds @ image_embeds.T
+    t2i = recall_at_k(first_relevant_rank(similarity, relevant), 5)
+    i2t = recall_at_k(first_relevant_rank(similarity.T, relevant), 5)
+    return {"val_loss": sum(losses) / len(image_embeds), "val_R@5": (t2i + i2t) / 2,
+            "val_R@5_t2i": t2i, "val_R@5_i2t": i2t, "logit_scale": model.logit_scale.item()}
+
+
+def train_clip(model: ClipModel, train_loader: DataLoader, val_loader: DataLoader,
+               config: ClipConfig | None = None) -> list[dict]:
+    """AdamW + cosine schedule; the epoch with the best validation R@5 (mean of both
+    directions) is kept; stops after ``patience`` epochs without progress -> history rows."""
+    config = config or model.config
+    device = get_device()
+    model.to(device)
+    optimizer = torch.optim.AdamW(parameter_groups(model))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    stopper = EarlyStopping(*MONITOR, patience=config.patience)
+    return fit(model, train_loader, clip_step, lambda m: validate_clip(m, val_loader, device),
+               optimizer, scheduler, stopper, config.epochs, device)
+
+
+def best_clip_epoch(history: list[dict]) -> int:
+    """The epoch whose weights train_clip kept (first best validation R@5)."""
+    return best_epoch(history, *MONITOR)

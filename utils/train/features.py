@@ -1,0 +1,71 @@
+"""Frozen encoders run once: their features are computed a single time and reused every epoch.
+
+A frozen encoder gives the same output at every epoch (eval mode, no weight change), so the
+classifier head (step 1, pretrained trunk) and CLIP's projections (frozen image tower) train on
+cached features instead of running the encoder again.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from utils.core.common import autocast, get_device, make_generator
+from utils.data.datasets import make_loader
+from utils.train.loop import batch_count, limit
+
+
+class CachedFeatures(Dataset):
+    """An ImageTextDataset whose images are replaced by precomputed encoder features (N,F)."""
+
+    def __init__(self, dataset: Dataset, features: torch.Tensor):
+        self.dataset, self.features = dataset, features
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        """-> (features (F,), tokens (L,), image index)."""
+        _, tokens, image_index = self.dataset[index]
+        return self.features[index], tokens, image_index
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the captions of another epoch (forwarded to the wrapped dataset)."""
+        self.dataset.set_epoch(epoch)
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, loader: DataLoader, device: torch.device | None = None,
+                     batches: int = 0) -> TensorDataset:
+    """Run a frozen encoder once over ``loader`` (inputs first in each batch) ->
+    TensorDataset(features (N,F), the batches' second items (N,...): labels, tokens)."""
+    device = device or get_device()
+    encoder.to(device).eval()
+    features, labels = [], []
+    # A manual bar: tqdm.auto wrapping a DataLoader calls iter() on it once more, which would
+    # spend a draw of its seeded generator (and start workers for nothing).
+    with tqdm(total=batch_count(loader, batches), desc="features", leave=False,
+              file=sys.stdout, mininterval=1.0) as bar:
+        for batch in limit(loader, batches):
+            with autocast(device):
+                features.append(encoder(batch[0].to(device)).float().cpu())
+            labels.append(batch[1])
+            bar.update(1)
+    return TensorDataset(torch.cat(features), torch.cat(labels))
+
+
+def encode_dataset(encoder: nn.Module, dataset: Dataset, batch_size: int) -> torch.Tensor:
+    """Features (N,F) of every item of ``dataset`` in order (a non-shuffled loader)."""
+    loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
+    return extract_features(encoder, loader, next(encoder.parameters()).device).tensors[0]
+
+
+def feature_loader(dataset: TensorDataset, batch_size: int, shuffle: bool, seed: int
+                   ) -> DataLoader:
+    """A seeded DataLoader over cached features."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                      generator=make_generator(seed))
