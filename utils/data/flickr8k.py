@@ -34,6 +34,13 @@ FLICKR_SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.de
                       "test": "Flickr_8k.testImages.txt"}
 
 
+def flickr8k_image_files(flickr8k: Path) -> list[Path]:
+    """Every image of the corpus (8,091 JPEGs), sorted by file name: one fixed image set, so
+    every notebook reads the same cached features (utils.models.features)."""
+    require_flickr8k(Path(flickr8k))
+    return sorted(p for p in (Path(flickr8k) / FLICKR_IMAGES).iterdir() if p.suffix == ".jpg")
+
+
 def has_flickr8k(flickr8k: Path) -> bool:
     """True when ``flickr8k`` holds the unpacked corpus (token file and image folder)."""
     return (flickr8k / FLICKR_TEXT / TOKEN_FILE).is_file() and (flickr8k / FLICKR_IMAGES).is_dir()
