@@ -59,7 +59,7 @@ def make_notebook(text: str, outputs: bool = True, error: bool = False) -> bytes
 
 def good_entries(team: Team) -> dict[str, bytes]:
     """A valid hand-in for group 7: a 3-page report (1 annex page) and two notebooks."""
-    who = identity(team)
+    who = f"HAI923 - groupe {team.group}\n" + identity(team)
     entries = {"7.pdf": make_pdf(f"Rapport\n{who}", "Suite du rapport", "Annexes\nA.1 Figures")}
     for stem in ("01_cnn_image_classifier", "03_clip"):
         entries[f"7_{stem}.ipynb"] = make_notebook(who)
@@ -160,6 +160,20 @@ def test_zip_name_and_readability(team_file: Path, tmp_path: Path):
     assert any("is not a readable zip" in v for v in broken.violations)
     missing = check_submission(tmp_path / "8.zip", team)
     assert any("does not exist" in v for v in missing.violations)
+
+
+def test_a_group_mismatch_between_zip_team_and_files_fails(team_file: Path, tmp_path: Path):
+    # team.toml and every file say group 7; the zip and its entries are named for group 8.
+    entries = {name.replace("7", "8", 1): data for name, data in good_entries(load_team()).items()}
+    path = make_zip(tmp_path / "8.zip", entries)
+    result = check_submission(path)
+    assert any("team.toml says group 7, the zip is for group 8" in v for v in result.violations)
+    assert any("8_03_clip.ipynb names group 7, the zip is for group 8" in v
+               for v in result.violations)
+    assert any("8.pdf names group 7" in v for v in result.violations)
+    assert submission.main(["check", str(path)]) == 1
+    same = make_zip(tmp_path / "7.zip", good_entries(load_team()))
+    assert check_submission(same).ok
 
 
 def test_check_refuses_a_team_file_with_placeholders(tmp_path: Path):

@@ -29,10 +29,7 @@ from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from utils.core import paths
-from utils.core.common import (
-    atomic_path,
-    default_mode,
-)
+from utils.core.common import atomic_path, default_mode, remove_stale_temps
 
 CLASSES = ("ball", "bike", "dog", "water")
 
@@ -66,6 +63,7 @@ SPLITS = ("train", "val", "test")
 
 
 SPLIT_SEED = 0  # one split for every notebook: delete splits.csv to redo it
+MIN_PER_CLASS = 10  # fewest images per class a stratified 70/15/15 split can be drawn from
 
 
 CAPTIONS_CSV = "captions.csv"
@@ -113,7 +111,9 @@ def replace_dir(new: Path, target: Path) -> None:
 def building_dir(out: Path) -> Iterator[Path]:
     """Yield a temp folder beside ``out``; rename it onto ``out`` only if the block succeeds."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
+    remove_stale_temps(out.parent, f".{out.name}.", ".building")  # a killed build's leftovers
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".building",
+                                dir=out.parent))
     try:
         yield tmp
         os.chmod(tmp, default_mode(directory=True))
@@ -300,7 +300,7 @@ def make_split(frame: pd.DataFrame, seed: int = SPLIT_SEED) -> pd.DataFrame:
                                      random_state=seed)
     except ValueError as err:
         raise DataError(f"too few images per class for a stratified 70/15/15 split ({err}). "
-                        "Fix: use at least 10 images per class.") from err
+                        f"Fix: use at least {MIN_PER_CLASS} images per class.") from err
     parts = [part.assign(split=name) for part, name in zip((train, val, test), SPLITS, strict=True)]
     split = pd.concat(parts).sort_values("image_path")
     return split[["image_path", "split"]].reset_index(drop=True)

@@ -15,9 +15,13 @@ from tqdm.auto import tqdm
 from utils.data.course import (
     CAPTIONS_CSV,
     CLASSES,
+    MIN_PER_CLASS,
     DataError,
     building_dir,
+    check_dataset,
     classify_caption,
+    make_split,
+    read_captions,
     write_captions_csv,
 )
 
@@ -167,9 +171,7 @@ def write_caption_files(rows: pd.DataFrame, out: Path) -> None:
 def build_subset(flickr8k: Path, out: Path, per_class: int = 150,
                  captions_per_image: int = 1) -> Path:
     """Build the course subset from Flickr8k into ``out`` (atomically: temp folder, then rename)."""
-    if not 1 <= captions_per_image <= 5:
-        raise DataError(f"--captions-per-image {captions_per_image}: Flickr8k has 5 captions "
-                        "per image. Fix: use a value from 1 to 5.")
+    check_build_arguments(per_class, captions_per_image)
     flickr8k, out = Path(flickr8k), Path(out)
     captions = read_flickr8k(flickr8k)
     rows = subset_rows(select_images(captions, per_class), captions, captions_per_image)
@@ -177,7 +179,29 @@ def build_subset(flickr8k: Path, out: Path, per_class: int = 150,
         copy_images(rows, flickr8k / FLICKR_IMAGES, tmp)
         write_caption_files(rows, tmp)
         write_captions_csv(rows, tmp / CAPTIONS_CSV)
+        check_new_build(tmp, out)  # a bad build never replaces a good dataset
     return out
+
+
+def check_build_arguments(per_class: int, captions_per_image: int) -> None:
+    """Refuse sizes that cannot make a course-format dataset, before anything is written."""
+    if per_class < MIN_PER_CLASS:
+        raise DataError(f"--per-class {per_class}: the shared 70/15/15 split needs at least "
+                        f"{MIN_PER_CLASS} images per class (the course uses 150). Fix: use "
+                        f"--per-class {MIN_PER_CLASS} or more.")
+    if not 1 <= captions_per_image <= 5:
+        raise DataError(f"--captions-per-image {captions_per_image}: Flickr8k has 5 captions "
+                        "per image. Fix: use a value from 1 to 5.")
+
+
+def check_new_build(built: Path, out: Path) -> None:
+    """Raise (the old ``out`` kept) unless the folder just built passes the dataset check."""
+    problems = check_dataset(built)
+    if not problems:
+        make_split(read_captions(built))  # the split must be drawable too
+        return
+    raise DataError(f"the new build of {out} failed its check, so {out} was left as it was:\n"
+                    + "\n".join(problems[:5]))
 
 
 def outside_image(flickr8k: Path, label: str = "dog", per_class: int = 150) -> Path:

@@ -52,7 +52,7 @@ def step3_clip_config(path: str | Path | None = None) -> ClipConfig:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run notebooks/03_clip.ipynb first (this "
                                 "notebook keeps step 3's image tower and settings).")
-    return clip_config_from_dict(load_checkpoint(path)["config"])
+    return clip_config_from_dict(load_checkpoint(path, kind="clip")["config"])
 
 
 def run_clip_config(base: ClipConfig, config: PretrainedTowerConfig, **tower) -> ClipConfig:

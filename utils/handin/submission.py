@@ -231,6 +231,23 @@ def check_identity(name: str, text: str, team: Team, result: CheckResult) -> Non
                    "re-export it after filling team.toml (`make submit` does)")
 
 
+def stated_groups(text: str) -> set[int]:
+    """Group numbers a hand-in file states ('HAI923 - groupe 7', 'Groupe 7', "group": 7)."""
+    found = re.findall(r"HAI923\W{1,5}(?:rapport de projet\W{1,5})?groupe\s*(\d+)", text,
+                       flags=re.IGNORECASE)
+    found += re.findall(r'"group":\s*(\d+)', text)
+    return {int(number) for number in found}
+
+
+def check_group(name: str, text: str, group: int, result: CheckResult) -> None:
+    """Every group number a file states is the zip's group."""
+    others = sorted(stated_groups(text) - {group})
+    if others:
+        result.add(f"{name} names group {', '.join(map(str, others))}, the zip is for group "
+                   f"{group}", f"set `group = {group}` in team.toml and rebuild with `make "
+                   f"submit`, or name the zip after the group the files state")
+
+
 def check_file(name: str, data: bytes, group: int, team: Team | None,
                result: CheckResult) -> None:
     """Read one hand-in file (PDF or notebook) and check its content."""
@@ -245,6 +262,8 @@ def check_file(name: str, data: bytes, group: int, team: Team | None,
             check_report_pages(name, pages, result)
     else:
         text = check_notebook(name, data, result)
+    if text:
+        check_group(name, text, group, result)
     if team is not None and text:
         check_identity(name, text, team, result)
 
@@ -288,8 +307,10 @@ def check_submission(zip_path: str | Path, team: Team | None = None) -> CheckRes
         result.add(f"the zip is named {path.name}", "name it <group number>.zip, e.g. 1.zip")
     group = int(match.group(1)) if match else (team.group if team else 0)
     team = team_for_check(team, result)
-    if team is not None and team.group != group:
-        result.notes.append(f"team.toml says group {team.group}, the zip is for group {group}")
+    if team is not None and match and team.group != group:
+        result.add(f"{team.path.name} says group {team.group}, the zip is for group {group}",
+                   f"set `group = {group}` in {team.path.name} (or build with `make submit "
+                   f"GROUP={group}`), or rename the zip {team.group}.zip if that is your group")
     archive = open_zip(path, result) if path.is_file() else None
     if archive is None:
         if not path.is_file():

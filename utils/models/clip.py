@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.core import paths
-from utils.core.checkpoint import load_checkpoint, save_checkpoint
+from utils.core.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from utils.core.common import config_from_dict, get_device
 from utils.core.pretrained import PretrainedTextConfig, pretrained_text_config
 from utils.data.tokenizers import (
@@ -40,6 +40,7 @@ TEXT_TOWERS = ("smallbert", "hf")
 CNN_CHECKPOINT = "01_cnn.pt"
 SMALLBERT_CHECKPOINT = "02_smallbert.pt"
 CLIP_CHECKPOINT = "03_clip.pt"
+SOURCE_KINDS = {CNN_CHECKPOINT: "image_classifier", SMALLBERT_CHECKPOINT: "text_classifier"}
 # Keys of checkpoints written before the typed sub-configs (project 0.1): old -> new field.
 LEGACY_KEYS = {"image_config": "image", "text_config": "text", "hf_spec": "pretrained_text"}
 
@@ -194,7 +195,7 @@ def load_source_checkpoint(name: str) -> dict:
             f"{path} is missing: CLIP reuses it (image_source/text_source='checkpoint'). Run "
             f"notebooks/{notebook}.ipynb first (MODELS_DIR={paths.models_dir()}), or choose "
             "'scratch' for that tower in OVERRIDES.")
-    return load_checkpoint(path)
+    return load_checkpoint(path, kind=SOURCE_KINDS[name])
 
 
 def resolve_image_config(config: ClipConfig) -> CnnConfig:
@@ -289,16 +290,18 @@ def save_clip(path: Path, model: ClipModel, tokenizer, epoch: int, metrics: dict
     """One file: weights of both towers, tokenizer, config (with sub-configs), epoch, metrics,
     gallery index (a ``utils.eval.index.GalleryIndex``, stored as its dict; None: none)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return save_checkpoint(path, state, asdict(model.config), tokenizer=tokenizer.to_dict(),
+    return save_checkpoint(path, state, asdict(model.config), kind="clip",
+                           tokenizer=tokenizer.to_dict(),
                            epoch=epoch, metrics=metrics,
                            index=index.to_dict() if index is not None else {})
 
 
 def load_clip(path: Path | None = None) -> tuple[ClipModel, object, dict]:
     """Rebuild (model in eval mode, tokenizer, checkpoint dict) from the file alone."""
-    checkpoint = load_checkpoint(path or paths.model_path(CLIP_CHECKPOINT))
+    path = path or paths.model_path(CLIP_CHECKPOINT)
+    checkpoint = load_checkpoint(path, kind="clip")
     config = clip_config_from_dict(checkpoint["config"])
     tokenizer = tokenizer_from_dict(checkpoint["tokenizer"])
     model, _ = build_clip(config, tokenizer=tokenizer, load_weights=False)
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint, path)
     return model.to(get_device()).eval(), tokenizer, checkpoint

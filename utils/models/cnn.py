@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from utils.core.checkpoint import load_checkpoint
+from utils.core.checkpoint import load_checkpoint, load_weights
 from utils.core.common import config_from_dict
 
 NUM_CLASSES = 4  # ball, bike, dog, water (utils.data.CLASSES)
@@ -227,10 +227,10 @@ def build_image_classifier(config: CnnConfig, pretrained: bool = True) -> ImageC
 
 def load_image_classifier(path: str | Path) -> tuple[ImageClassifier, CnnConfig]:
     """Rebuild the classifier saved at ``path`` (utils.checkpoint format) in eval mode."""
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, kind="image_classifier")
     config = config_from_dict(CnnConfig, checkpoint["config"])
     model = build_image_classifier(config, pretrained=False)  # the checkpoint has all weights
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint, path)
     return model.eval(), config
 
 

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from utils.core.checkpoint import load_checkpoint
+from utils.core.checkpoint import load_checkpoint, load_weights
 from utils.core.common import config_from_dict
 from utils.data.tokenizers import TextVectorizer
 from utils.models.pooling import masked_mean
@@ -158,8 +158,8 @@ def build_text_classifier(config: SmallBertConfig, vocab_size: int | None = None
 def load_text_classifier(path: str | Path):
     """Rebuild ``(model in eval mode, config, TextVectorizer)`` from a checkpoint file."""
 
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, kind="text_classifier")
     config = config_from_dict(SmallBertConfig, checkpoint["config"])
     model = build_text_classifier(config)
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint, path)
     return model.eval(), config, TextVectorizer.from_dict(checkpoint["vectorizer"])

@@ -139,6 +139,7 @@ def run_summary(run: TrainedRun, metrics: dict) -> dict:
 def save_classifier(path: str | Path, run: TrainedRun, metrics: dict, **extra) -> Path:
     """Checkpoint of a trained classifier: CPU weights, config, best epoch, metrics, history."""
     state = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
-    return save_checkpoint(path, state, dataclasses.asdict(run.config),
+    kind = "image_classifier" if isinstance(run.config, CnnConfig) else "text_classifier"
+    return save_checkpoint(path, state, dataclasses.asdict(run.config), kind=kind,
                            epoch=run.best_epoch, metrics=metrics,
                            history=run.history, **extra)
