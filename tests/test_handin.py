@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -31,6 +33,9 @@ TOP5_CELL = ("import pandas as pd\npd.DataFrame({'image': [f'images/bike/bike_{i
              "colourful jerseys & helmets, 50% uphill'] * 5, 'score': [0.2796, 0.27, 0.269, "
              "0.267, 0.262]})")
 LONG_TOKEN = "abcdefghij" * 16
+SOURCE_CELL = ("from utils.handin.display import show_source\n"
+               "from utils.models.clip import ClipLoss, ClipModel\n"
+               "show_source(ClipLoss, ClipModel.encode_text)")
 
 
 def write_notebook(path: Path, *sources: str, title: str = "Notebook de test") -> Path:
@@ -159,7 +164,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         "from tqdm.auto import tqdm\nimport time\nfor i in tqdm(range(300), desc='epoch 1'):\n"
         "    time.sleep(0.001)\nfor i in range(120):\n    print('row', i)",
         "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('courbe')\nplt.show()",
-        TOP5_CELL, title="Export de test")
+        TOP5_CELL, SOURCE_CELL, title="Export de test")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TEAM_FILE", str(base / "team.toml"))
         notebook = execute_notebooks(out_dir=base / "out", notebooks_dir=src)[0]
@@ -209,3 +214,24 @@ def test_export_pdf_renders(needs_tex, exported, tmp_path: Path):
                     str(tmp_path / "page")], check=True)
     png = next(tmp_path.glob("page*.png"))
     assert png.stat().st_size > 5000
+
+
+def test_show_source_shows_the_package_code_itself():
+    from utils.handin.display import source_bundle
+    from utils.models.clip import ClipModel
+
+    bundle = source_bundle(ClipModel.encode_text)
+    header, _, code = bundle["text/plain"].partition("\n")
+    assert code == textwrap.dedent(inspect.getsource(ClipModel.encode_text))
+    file, line = re.search(r"\((\S+), line (\d+)\)", header).groups()
+    lines = (paths.ROOT / file).read_text(encoding="utf-8").splitlines()
+    assert lines[int(line) - 1].strip().startswith("def encode_text(")
+    assert "<span" in bundle["text/html"] and "\\begin{Verbatim}" in bundle["text/latex"]
+
+
+def test_export_pdf_shows_the_package_source(needs_tex, exported):
+    _, pdf = exported
+    text = "\n".join(pdf_pages(pdf.read_bytes()))
+    assert "utils.models.clip.ClipLoss" in text and "utils/models/clip.py" in text
+    assert "class ClipLoss(nn.Module):" in text
+    assert "def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:" in text
