@@ -107,3 +107,18 @@ def test_build_fails_over_eight_pages(needs_tex, team_file, tmp_path, monkeypatc
     error = capsys.readouterr().err
     assert "the body has" in error and "the course allows 8" in error
     assert len(pdf_pages((folder / "build" / "main.pdf").read_bytes())) > 9
+
+
+def test_notebooks_listed_in_team_toml_get_their_section(needs_tex, team_file, tmp_path):
+    team_file.write_text(team_file.read_text(encoding="utf-8").replace(
+        "group = 7", 'group = 7\nnotebooks = ["06"]'), encoding="utf-8")
+    metrics = tmp_path / "results" / "metrics"
+    metrics.mkdir(parents=True)
+    (metrics / "06_captioning.json").write_text(json.dumps(
+        {"config": {}, "test": {"BLEU-4": 0.161, "CIDEr": 0.412, "n_images": 1000}}))
+    (metrics / "07_fusion_multitask.json").write_text(json.dumps({"test": {"accuracy": 0.9}}))
+    pdf, count = build_report(report_copy(tmp_path), results_dir=tmp_path / "results")
+    text = "\n".join(pdf_pages(pdf.read_bytes()))
+    assert "BLEU-4" in text and "0.161" in text and "0.412" in text
+    assert "0.900" not in text  # 07 is not listed in team.toml: not in the report
+    assert count.body <= 8

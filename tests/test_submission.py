@@ -230,3 +230,19 @@ def test_whole_chain(needs_tex, smoke_run: Path, team_file: Path, tmp_path: Path
         subprocess.run(["pdftoppm", "-r", "40", "-png", "-f", "1", "-l", "1",
                         str(tmp_path / pdf), str(tmp_path / Path(pdf).stem)], check=True)
     assert len([p for p in tmp_path.glob("7*.png") if p.stat().st_size > 5000]) == 2
+
+
+def test_the_hand_in_holds_00_to_05_and_the_notebooks_team_toml_adds(team_file: Path,
+                                                                     tmp_path: Path):
+    folder = tmp_path / "results" / "notebooks"
+    folder.mkdir(parents=True)
+    for source in list_notebooks():
+        nbformat.write(new_notebook(cells=[new_code_cell("1")]), folder / source.name)
+    extra = folder / "06_captioning.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("1")]), extra)
+    chosen = submission.notebooks_to_submit(load_team(), tmp_path / "results")
+    assert [p.stem[:2] for p in chosen] == ["00", "01", "02", "03", "04", "05"]
+    team_file.write_text(team_file.read_text(encoding="utf-8").replace(
+        "group = 7", 'group = 7\nnotebooks = ["06"]'), encoding="utf-8")
+    with_extra = submission.notebooks_to_submit(load_team(), tmp_path / "results")
+    assert with_extra[-1] == extra

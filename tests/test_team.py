@@ -111,3 +111,16 @@ def test_bundle_escapes_html_and_latex(tmp_path: Path):
     assert "&lt;b&gt;Al&lt;/b&gt;" in bundle["text/html"] and "<b>Al</b>" not in bundle["text/html"]
     assert r"Smith \& Co\_" in bundle["text/latex"] and r"42\%" in bundle["text/latex"]
     assert re.search(r"Smith & Co_\s+<b>Al</b>", bundle["text/plain"])
+
+
+def test_extra_notebooks_are_read_and_checked(tmp_path: Path):
+    text = 'group = 3\nnotebooks = ["06", "08"]\n[[members]]\nname = "Durand"\n' \
+           'first_name = "Léa"\nstudent_card = "21900001"\n'
+    path = tmp_path / "team.toml"
+    path.write_text(text, encoding="utf-8")
+    team = load_team(path)
+    assert team.handin_notebooks() == ("00", "01", "02", "03", "04", "05", "06", "08")
+    assert team.with_group(4).extra_notebooks == ("06", "08")
+    path.write_text(text.replace('["06", "08"]', '["six"]'), encoding="utf-8")
+    with pytest.raises(TeamError, match=r"team.toml:2: .*two-digit"):
+        load_team(path)

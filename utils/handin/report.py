@@ -306,6 +306,22 @@ def table_tex(stem: str, metrics_dir: Path) -> str:
             + "\\end{table}\n")
 
 
+def extra_sections_tex(team: Team, metrics_dir: Path) -> str:
+    """generated/extra.tex: a subsection per notebook listed in team.toml's ``notebooks`` (its
+    results table and a box for the team's analysis); empty when none is listed."""
+    blocks = ["% Written by utils/handin/report.py from team.toml's `notebooks`: one subsection "
+              "per extra notebook.\n"]
+    for number in team.extra_notebooks:
+        stems = sorted(p.stem for p in metrics_dir.glob(f"{number}_*.json"))
+        title = escape_latex(notebook_for(stems[0]) if stems else f"notebook {number}")
+        blocks.append(f"\\subsection{{Notebook {title}}}\n\\arediger{{Objectif, méthode et "
+                      "lecture des résultats de ce notebook (à rédiger par l'équipe).}\n")
+        blocks += [table_tex(stem, metrics_dir) for stem in stems] or [missing_box(
+            f"Résultats manquants : exécuter le notebook {number} (aucun "
+            f"\\texttt{{results/metrics/{number}\\_*.json}}).")]
+    return "\n".join(blocks)
+
+
 def copy_figures(figures_dir: Path, target: Path) -> list[Path]:
     """Copy results/images/* into generated/figures/ (relative paths: no space/tilde issues)."""
     if target.exists():
@@ -324,7 +340,9 @@ def generate(report_dir: Path | None = None, team: Team | None = None,
     results_dir = Path(results_dir or paths.results_dir())
     out = report_dir / "generated"
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "team.tex", team_tex(team or load_team()))
+    team = team or load_team()
+    write_text(out / "team.tex", team_tex(team))
+    write_text(out / "extra.tex", extra_sections_tex(team, results_dir / "metrics"))
     stems = set(TABLES) | {p.stem for p in (results_dir / "metrics").glob("*.json")}
     for stem in sorted(stems):
         write_text(out / f"table_{stem}.tex", table_tex(stem, results_dir / "metrics"))

@@ -337,13 +337,16 @@ def fresh_pdf(notebook: Path, team: Team) -> Path:
     return pdf
 
 
-def notebooks_to_submit(results_dir: Path | None = None) -> list[Path]:
-    """The executed notebooks, one per source notebook; raise when one is missing or failed."""
+def notebooks_to_submit(team: Team, results_dir: Path | None = None) -> list[Path]:
+    """The executed notebooks the hand-in covers (00-05 and team.toml's extras); raise when
+    one is missing or failed."""
     folder = (results_dir / "notebooks") if results_dir else paths.executed_notebooks_dir()
-    executed = executed_notebooks(folder)
+    wanted = team.handin_notebooks()
+    executed = [p for p in executed_notebooks(folder) if p.stem[:2] in wanted]
     done = {p.stem for p in executed}
-    missing = [p.stem for p in list_notebooks() if p.stem not in done]
-    failed = sorted(p.name for p in folder.glob("*.failed.ipynb")) if folder.is_dir() else []
+    missing = [p.stem for p in list_notebooks() if p.stem[:2] in wanted and p.stem not in done]
+    failed = sorted(p.name for p in folder.glob("*.failed.ipynb")
+                    if p.name[:2] in wanted) if folder.is_dir() else []
     problems = []
     if missing:
         problems.append(f"not executed: {missing}: run `make notebooks`")
@@ -386,7 +389,7 @@ def build_submission(group: int | None = None, out_dir: Path | None = None,
     """Build ``<group>.zip`` (report + notebooks as .ipynb and .pdf), then check it."""
     team = (team or load_team()).with_group(group)
     require_filled(team)
-    notebooks = notebooks_to_submit(results_dir)
+    notebooks = notebooks_to_submit(team, results_dir)
     report_pdf, _ = build_report(report_dir, team, results_dir)
     entries = zip_entries(team.group, team, report_pdf, notebooks)
     path = write_zip(Path(out_dir or paths.ROOT) / f"{team.group}.zip", entries)

@@ -31,6 +31,8 @@ FIELD_TITLES = {"name": "Nom", "first_name": "Prénom", "student_card": "N° de 
 
 
 MAX_MEMBERS = 4
+# The notebooks every hand-in holds (the course chain); team.toml's `notebooks` adds others.
+HANDIN_NOTEBOOKS = ("00", "01", "02", "03", "04", "05")
 
 
 PLACEHOLDER = re.compile(r"^\s*<.*>\s*$")
@@ -60,6 +62,12 @@ class Team:
     group: int
     members: tuple[Member, ...]
     path: Path
+    extra_notebooks: tuple[str, ...] = ()  # numbers of notebooks beyond 00-05 to hand in
+
+    def handin_notebooks(self) -> tuple[str, ...]:
+        """Numbers of the notebooks the hand-in and the report cover ("00".."05" + extras)."""
+        return HANDIN_NOTEBOOKS + tuple(n for n in self.extra_notebooks
+                                        if n not in HANDIN_NOTEBOOKS)
 
     def with_group(self, group: int | None) -> Team:
         """A copy with another group number (``make submit GROUP=N``); None keeps this one."""
@@ -67,7 +75,7 @@ class Team:
             return self
         if isinstance(group, bool) or not isinstance(group, int) or group < 1:
             raise TeamError(f"group {group!r} is not a positive integer: pass e.g. GROUP=3.")
-        return Team(group, self.members, self.path)
+        return Team(group, self.members, self.path, self.extra_notebooks)
 
 
 def team_file() -> Path:
@@ -151,10 +159,10 @@ def parse_team(text: str, path: Path) -> Team:
         found = re.search(r"at line (\d+)", str(error))
         raise fail(path, int(found.group(1)) if found else 0, f"not valid TOML ({error})",
                    "check the quotes and the '=' on that line") from None
-    unknown = sorted(set(data) - {"group", "members"})
+    unknown = sorted(set(data) - {"group", "members", "notebooks"})
     if unknown:
         raise fail(path, find_line(text, unknown[0]), f"unknown key(s) {unknown}",
-                   "only 'group' and [[members]] blocks are read")
+                   "only 'group', 'notebooks' and [[members]] blocks are read")
     group = parse_group(data, path, text)
     entries = data.get("members", [])
     if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_MEMBERS:
@@ -162,7 +170,19 @@ def parse_team(text: str, path: Path) -> Team:
         raise fail(path, 0, f"{count} members found, a team has 1 to {MAX_MEMBERS}",
                    "keep one [[members]] block per member (delete unused ones)")
     members = tuple(parse_member(e, i, path, text) for i, e in enumerate(entries))
-    return Team(group=group, members=members, path=path)
+    return Team(group=group, members=members, path=path,
+                extra_notebooks=parse_notebooks(data, path, text))
+
+
+def parse_notebooks(data: dict, path: Path, text: str) -> tuple[str, ...]:
+    """The optional ``notebooks = ["06", "08"]``: numbers of extra notebooks to hand in."""
+    numbers = data.get("notebooks", [])
+    valid = isinstance(numbers, list) and all(
+        isinstance(n, str) and re.fullmatch(r"\d{2}", n) for n in numbers)
+    if not valid:
+        raise fail(path, find_line(text, "notebooks"), f"notebooks = {numbers!r} is not a list "
+                   "of two-digit numbers", 'write e.g. notebooks = ["06", "08"]')
+    return tuple(numbers)
 
 
 def load_team(path: str | Path | None = None) -> Team:
