@@ -58,7 +58,7 @@ def test_pretrained_trunks_default_to_224_and_unknown_trunk_is_refused():
         CnnConfig(trunk="vgg16")
 
 
-def test_efficientnet_lite0_loads_offline_and_sees_dogs(course_subset):
+def test_efficientnet_lite0_loads_offline_and_sees_dogs(flickr8k_dir, course_subset):
     network = load_efficientnet_lite0().eval()
     transform = build_transform(224, augment=False)
     dogs = [course_subset / "images" / "dog" / f"dog_{i:03d}.jpg" for i in range(1, 5)]

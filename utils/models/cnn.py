@@ -27,10 +27,12 @@ NUM_CLASSES = 4  # ball, bike, dog, water (utils.data.CLASSES)
 TRUNKS = ("scratch", "efficientnet_lite0", "resnet18", "resnet50")
 
 
+SCHEDULES = ("onecycle", "plateau")
+MONITORS = {"val_acc": "max", "val_loss": "min"}
 PRETRAINED_IMAGE_SIZE = 224  # ImageNet resolution of the pretrained trunks
 
 
-SCRATCH_IMAGE_SIZE = 128  # small enough to train on a 2-core CPU in a few minutes
+SCRATCH_IMAGE_SIZE = 64  # from scratch on 420 images, 64 px learns as well as 128, 4x faster
 
 
 @dataclass
@@ -39,28 +41,41 @@ class CnnConfig:
 
     seed: int = 0  # seeds weights, augmentation and shuffling
     trunk: str = "scratch"  # "scratch" | "efficientnet_lite0" | "resnet18" | "resnet50"
-    image_size: int | None = None  # None: 128 for "scratch", 224 for the pretrained trunks
+    image_size: int | None = None  # None: 64 for "scratch", 224 for the pretrained trunks
     augment: bool = True  # random resized crop + horizontal flip + colour jitter on training
-    channels: tuple[int, ...] = (8, 16, 32, 64, 128)  # output channels of the conv blocks
-    dropout: float = 0.3  # dropout of the head, between its two Linear layers
-    hidden: int = 128  # hidden size of the head
-    batch_size: int = 32  # images per batch
-    epochs: int = 18  # maximum epochs (early stopping usually ends sooner)
-    lr: float = 2e-3  # AdamW learning rate
-    weight_decay: float = 1e-4  # AdamW weight decay
-    patience: int = 5  # epochs without a better validation loss before stopping
+    crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the random crops
+    color_jitter: float = 0.3  # brightness, contrast, saturation +- this
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # output channels of the conv blocks
+    dropout: float = 0.2  # dropout before the last Linear layer of the head
+    hidden: int = 0  # hidden size of the head (0: one Linear layer after global pooling)
+    batch_size: int = 32  # images per batch (a ragged last training batch is dropped)
+    epochs: int = 40  # epochs of the one-cycle schedule (the best validation epoch is kept)
+    lr: float = 3e-3  # peak AdamW learning rate of the one-cycle schedule
+    warmup: float = 0.2  # share of the steps spent warming the learning rate up
+    weight_decay: float = 5e-4  # AdamW weight decay
+    label_smoothing: float = 0.1  # training targets 0.9 + 0.1/4 (less over-confident logits)
+    schedule: str = "onecycle"  # "onecycle" (per batch) | "plateau" (halve lr when val stalls)
+    monitor: str = "val_acc"  # the kept epoch: best "val_acc" (max) or "val_loss" (min)
+    patience: int = 40  # epochs without a better monitored value before stopping
+    report_seeds: tuple[int, ...] = (0, 1, 2)  # notebook 01: mean +- std over these seeds
     freeze_trunk: bool = True  # pretrained trunks only: train the head on frozen features
     feature_batch_size: int = 8  # frozen trunk: images per batch when caching its features
     # (small batches: on CPU, big 224x224 activations cost more in page faults than in compute)
     limit_batches: int = 0  # training batches per epoch (0: all)
     per_class_limit: int = 0  # images kept per class in each split (0: all); smoke mode: few
 
-    SMOKE: ClassVar[dict] = {"epochs": 2, "per_class_limit": 8, "batch_size": 16}
+    SMOKE: ClassVar[dict] = {"epochs": 2, "per_class_limit": 8, "batch_size": 16,
+                             "report_seeds": (0, 1)}
 
     def __post_init__(self) -> None:
-        """Check the trunk name and resolve the default image size."""
+        """Check the names, resolve the default image size, type what JSON gives as lists."""
         if self.trunk not in TRUNKS:
             raise ValueError(f"CnnConfig.trunk={self.trunk!r}: choose one of {TRUNKS}")
+        if self.schedule not in SCHEDULES or self.monitor not in MONITORS:
+            raise ValueError(f"CnnConfig: schedule {self.schedule!r} / monitor {self.monitor!r}:"
+                             f" choose among {SCHEDULES} / {sorted(MONITORS)}")
+        self.crop_scale = tuple(self.crop_scale)
+        self.report_seeds = tuple(self.report_seeds)
         if self.image_size is None:
             pretrained = self.trunk != "scratch"
             self.image_size = PRETRAINED_IMAGE_SIZE if pretrained else SCRATCH_IMAGE_SIZE
@@ -188,6 +203,8 @@ def build_trunk(config: CnnConfig, pretrained: bool = True) -> nn.Module:
 
 def build_head(in_features: int, config: CnnConfig) -> nn.Sequential:
     """Dense classification layers: features (B,F) -> logits (B,4)."""
+    if not config.hidden:  # global pooling already summarises: one Linear layer is enough
+        return nn.Sequential(nn.Dropout(config.dropout), nn.Linear(in_features, NUM_CLASSES))
     return nn.Sequential(
         nn.Linear(in_features, config.hidden),
         nn.ReLU(inplace=True),

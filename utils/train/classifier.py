@@ -7,6 +7,7 @@ with integer labels (B,). AdamW, ReduceLROnPlateau on the validation loss, early
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -19,22 +20,37 @@ from utils.core.checkpoint import save_checkpoint
 from utils.core.common import autocast, get_device, seed_everything
 from utils.data.course import take_per_class
 from utils.data.datasets import ImageClassificationDataset, TextClassificationDataset, make_loader
-from utils.models.cnn import CnnConfig, ImageClassifier, build_image_classifier
+from utils.models.cnn import MONITORS, CnnConfig, ImageClassifier, build_image_classifier
 from utils.models.smallbert import SmallBertConfig, build_text_classifier
 from utils.train.features import extract_features, feature_loader
-from utils.train.loop import EarlyStopping, TrainedRun, best_epoch, fit
-
-MONITOR = ("val_loss", "min")  # the classifiers keep the epoch of the lowest validation loss
+from utils.train.loop import EarlyStopping, TrainedRun, batch_count, best_epoch, fit
 
 
-def classifier_step(model: nn.Module, batch, device: torch.device
+def monitor_of(config) -> tuple[str, str]:
+    """(history key, "min" | "max") of the epoch a classifier keeps: its config's ``monitor``,
+    else the lowest validation loss (SmallBERT)."""
+    key = getattr(config, "monitor", "val_loss")
+    return key, MONITORS[key]
+
+
+def classifier_step(model: nn.Module, batch, device: torch.device, label_smoothing: float = 0.0
                     ) -> tuple[torch.Tensor, int, dict]:
     """Cross-entropy of one (inputs, labels) batch -> (loss, n, {"acc": correct count})."""
     inputs, labels = (t.to(device, non_blocking=True) for t in batch[:2])
     with autocast(device):
         logits = model(inputs)
-    loss = nn.functional.cross_entropy(logits.float(), labels)
+    loss = nn.functional.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
     return loss, len(labels), {"acc": (logits.argmax(dim=1) == labels).sum().item()}
+
+
+def make_scheduler(optimizer, config, steps_per_epoch: int):
+    """One-cycle (warm-up then cosine decay, stepped per batch) or halve-on-plateau."""
+    if getattr(config, "schedule", "plateau") == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=config.epochs * max(steps_per_epoch, 1),
+            pct_start=config.warmup)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode=monitor_of(config)[1], factor=0.5, patience=max(1, config.patience // 2))
 
 
 def validate_classifier(model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
@@ -56,10 +72,11 @@ def fit_classifier(model: nn.Module, train_loader: DataLoader, val_loader: DataL
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=0.5, patience=max(1, config.patience // 2))
-    stopper = EarlyStopping(*MONITOR, patience=config.patience)
-    return fit(model, train_loader, classifier_step,
+    scheduler = make_scheduler(optimizer, config, batch_count(train_loader, config.limit_batches))
+    stopper = EarlyStopping(*monitor_of(config), patience=config.patience)
+    step = functools.partial(classifier_step,
+                             label_smoothing=getattr(config, "label_smoothing", 0.0))
+    return fit(model, train_loader, step,
                lambda m: validate_classifier(m, val_loader, device), optimizer, scheduler,
                stopper, config.epochs, device, config.limit_batches)
 
@@ -71,10 +88,12 @@ def image_loaders(frame, root: Path, config: CnnConfig, batch_size: int | None =
     loaders = {}
     for split in ("train", "val", "test"):
         part = frame[frame["split"] == split]
-        augment = config.augment and split == "train"
-        dataset = ImageClassificationDataset(part, root, config.image_size, augment)
-        loaders[split] = make_loader(dataset, batch_size, shuffle=split == "train",
-                                     seed=config.seed)
+        train = split == "train"
+        dataset = ImageClassificationDataset(part, root, config.image_size,
+                                             config.augment and train, config=config)
+        # Training drops a ragged last batch: a batch of 4 images gives a noisy BatchNorm step.
+        loaders[split] = make_loader(dataset, batch_size, shuffle=train, seed=config.seed,
+                                     drop_last=train and len(dataset) > batch_size)
     return loaders
 
 
@@ -103,7 +122,7 @@ def train_image_classifier(config: CnnConfig, frame, root: Path | None = None,
     else:
         history = fit_classifier(model, loaders["train"], loaders["val"], config, device)
     return TrainedRun(model, config, history, time.perf_counter() - start,
-                      best_epoch(history, *MONITOR), loaders)
+                      best_epoch(history, *monitor_of(config)), loaders)
 
 
 def text_loaders(frame, vectorizer, config: SmallBertConfig) -> dict:
@@ -126,7 +145,7 @@ def train_text_classifier(config: SmallBertConfig, frame, vectorizer,
     start = time.perf_counter()
     history = fit_classifier(model, loaders["train"], loaders["val"], config, device)
     return TrainedRun(model, config, history, time.perf_counter() - start,
-                      best_epoch(history, *MONITOR), loaders, vectorizer)
+                      best_epoch(history, *monitor_of(config)), loaders, vectorizer)
 
 
 def run_summary(run: TrainedRun, metrics: dict) -> dict:

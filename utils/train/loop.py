@@ -83,8 +83,9 @@ def best_epoch(history: list[dict], monitor: str, mode: str) -> int:
 
 
 def train_epoch(model: nn.Module, batches: Iterable, step: Step, optimizer,
-                device: torch.device, epoch: int, bar: tqdm) -> dict:
-    """One training pass -> {"train_loss": mean loss, plus each extra count per item}."""
+                device: torch.device, epoch: int, bar: tqdm, batch_scheduler=None) -> dict:
+    """One training pass -> {"train_loss": mean loss, plus each extra count per item};
+    ``batch_scheduler`` (e.g. OneCycleLR) steps after every batch."""
     model.train()
     totals: dict[str, float] = {"loss": 0.0, "n": 0}
     lr = optimizer.param_groups[-1]["lr"]
@@ -94,6 +95,8 @@ def train_epoch(model: nn.Module, batches: Iterable, step: Step, optimizer,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
         totals["loss"] += loss.item() * n
         totals["n"] += n
         for key, value in extra.items():
@@ -111,8 +114,9 @@ def fit(model: nn.Module, train_loader: DataLoader, step: Step,
 
     ``validate(model)`` returns the validation values of the row (``stopper.monitor`` among
     them); ``scheduler`` (may be None) steps once per epoch, with the monitored value when it
-    is a ReduceLROnPlateau.
+    is a ReduceLROnPlateau, or after every batch when it is a OneCycleLR.
     """
+    per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
     model.to(device)
     history = []
     for epoch in range(1, epochs + 1):
@@ -123,14 +127,14 @@ def fit(model: nn.Module, train_loader: DataLoader, step: Step,
                    desc=f"epoch {epoch}/{epochs}", mininterval=1.0)
         row = {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"]}
         row.update(train_epoch(model, limit(train_loader, limit_batches), step, optimizer,
-                               device, epoch, bar))
+                               device, epoch, bar, scheduler if per_batch else None))
         with torch.no_grad():
             row.update(validate(model))
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith(("train", "val"))})
         bar.close()
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(row[stopper.monitor])
-        elif scheduler is not None:
+        elif scheduler is not None and not per_batch:
             scheduler.step()
         history.append(row)
         if stopper.update(row, model):
