@@ -42,8 +42,11 @@ def sixteen_images(frame):
 def test_scratch_trunk_and_head_shapes():
     config = CnnConfig(channels=(8, 16, 32))
     model = build_image_classifier(config)
-    assert config.image_size == 128
+    assert config.image_size == 64
     assert model.trunk.out_features == 32
+    assert [type(m).__name__ for m in model.head] == ["Dropout", "Linear"]  # hidden=0
+    deeper = build_image_classifier(CnnConfig(channels=(8, 16, 32), hidden=12))
+    assert deeper.head[0].out_features == 12 and deeper.head[-1].out_features == len(CLASSES)
     for size in (64, 128):
         images = torch.randn(2, 3, size, size)
         assert model.trunk(images).shape == (2, 32)

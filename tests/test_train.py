@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
-from utils.core.common import seed_everything
+from utils.core.common import make_generator, seed_everything
 from utils.data.course import CLASSES
 from utils.data.datasets import ImageClassificationDataset, TextClassificationDataset, make_loader
 from utils.data.tokenizers import TextVectorizer
@@ -107,3 +108,20 @@ def test_early_stopping_keeps_the_first_best_value_in_either_direction():
         history = [{"epoch": e, "v": v} for e, v in enumerate(values, 1)]
         assert stopper.best_epoch == best == best_epoch(history, "v", mode)
         assert stops == [False, False, False, True]  # epoch 4 is 2 epochs after the best
+
+
+def test_one_cycle_schedule_keeps_the_epoch_of_the_best_validation_accuracy():
+    torch.manual_seed(0)
+    inputs = torch.randn(64, 8)
+    labels = (inputs[:, 0] > 0).long() + 2 * (inputs[:, 1] > 0).long()
+    loader = DataLoader(TensorDataset(inputs, labels), batch_size=16, shuffle=True,
+                        generator=make_generator(0))
+    config = CnnConfig(epochs=6, lr=0.05, warmup=0.3, label_smoothing=0.1, patience=10)
+    model = torch.nn.Linear(8, len(CLASSES))
+    history = fit_classifier(model, loader, loader, config, device=CPU)
+    lrs = [row["lr"] for row in history]  # the lr at the start of each epoch
+    assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)  # warm-up, then decay
+    kept = best_epoch(history, "val_acc", "max")
+    with torch.no_grad():
+        restored = validate_classifier(model, loader, CPU)["val_acc"]
+    assert restored == history[kept - 1]["val_acc"] == max(r["val_acc"] for r in history)
