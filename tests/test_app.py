@@ -153,9 +153,8 @@ def test_models_folder_lists_clip_checkpoints_and_says_why_others_cannot_be_sear
     assert {n for n, e in entries.items() if e.kind == "clip"} == {"03_clip", "03_clip_seed1"}
     metrics = searcher.metrics["text_to_image"]
     assert describe_entry(entries["03_clip"]) == (
-        f"03_clip · test R@5 {metrics['R@5']:.3f} · class-P@5 "
-        f"{metrics['class_precision@5']:.3f}")
-    assert describe_entry(entries["03_clip_seed1"]) == "03_clip_seed1 · test R@5 — · class-P@5 —"
+        f"03_clip · R@5 {metrics['R@5']:.3f} · P@5 {metrics['class_precision@5']:.3f}")
+    assert describe_entry(entries["03_clip_seed1"]) == "03_clip_seed1 · R@5 — · P@5 —"
     assert "03_clip_truncated.pt: not a readable PyTorch checkpoint" in \
         entries["03_clip_truncated"].problem
     assert "notes.pt: not a readable PyTorch checkpoint" in entries["notes"].problem
@@ -269,3 +268,125 @@ def test_an_uploaded_image_finds_captions_and_a_text_file_gets_a_message(app_env
     assert "fake.png: not a readable image" in app.error[0].value
     app.radio(key="image_source").set_value("Pick a gallery image").run()
     assert not app.exception and len(shown_scores(app)) == 5
+
+
+# --- the page served to headless Chromium -------------------------------------------------------
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served_page(app_env: Path, course_subset: Path, tmp_path: Path):
+    """``python -m utils.app`` (what ``make app`` runs) on a free port; yields its base URL."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("Chromium not found: apt-get install -y chromium chromium-driver "
+                    "(.ci/run installs them); the browser test needs /usr/bin/chromium")
+    port = free_port()
+    env = {**os.environ, "APP_PORT": str(port), "MODELS_DIR": str(app_env),
+           "DATA_DIR": str(course_subset.parent)}
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "utils.app"], cwd=paths.ROOT, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the page server did not start:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def start_chromium():
+    """Headless Chromium driven by Selenium, with the Debian browser and driver."""
+    from selenium import webdriver  # heavy optional import, browser test only
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                 "--window-size=1500,1700", "--disable-gpu"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+def hit_texts(driver, prefix: str, count: int) -> list[str]:
+    """Text of the result cards ``prefix``-1 .. ``prefix``-count, once all are shown."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def texts(d) -> list[str] | None:  # None until every card is drawn with its text
+        cards = [d.find_elements(By.CSS_SELECTOR, f".st-key-{prefix}-{rank}")
+                 for rank in range(1, count + 1)]
+        shown = [found[0].text for found in cards if found]
+        return shown if len(shown) == count and all(shown) else None
+
+    return WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException,)
+                         ).until(texts)
+
+
+def test_browser_searches_switches_model_and_uploads(served_page: str, searcher,
+                                                     tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = start_chromium()
+    try:
+        driver.get(f"{served_page}/?q=A%20group%20of%20cyclists&model=03_clip&k=5")
+        cards = hit_texts(driver, "hit", 5)
+        hits, _ = search_images(searcher.gallery, embed_query_text(
+            searcher.model, searcher.tokenizer, QUERY), 5)
+        assert [f"#{h.rank} · score {h.score:.3f}" for h in hits] == \
+            [card.splitlines()[0] for card in cards]
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".st-key-hit-6")) == 0
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(  # 5 results + histogram
+            "const s = [...document.querySelectorAll('[data-testid=stImage] img')];"
+            "return s.length === 6 && s.every(i => i.complete && i.naturalWidth > 0)"))
+        driver.save_screenshot(str(paths.figure_path("app.png")))
+        hosts = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)")
+        outside = [h for h in hosts if not h.startswith((served_page, "data:", "blob:"))]
+        assert not outside, f"the page fetched from outside 127.0.0.1: {outside}"
+
+        box = driver.find_element(By.CSS_SELECTOR,
+                                  "input[aria-label='Describe the images you want']")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("A dog runs in the water", Keys.ENTER)
+        WebDriverWait(driver, 60).until(lambda d: "dog" in d.current_url)
+        dog_hits, _ = search_images(searcher.gallery, embed_query_text(
+            searcher.model, searcher.tokenizer, "A dog runs in the water"), 5)
+        WebDriverWait(driver, 60).until(lambda d: hit_texts(d, "hit", 5)[0].startswith(
+            f"#1 · score {dog_hits[0].score:.3f}"))
+
+        driver.find_element(By.CSS_SELECTOR, "[data-testid=stSidebar] [data-testid=stSelectbox] "
+                            "button[aria-label=Open]").click()
+        option = "//*[@role='option'][contains(., '03_clip_seed1')]"
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.XPATH, option))
+        driver.find_element(By.XPATH, option).click()
+        WebDriverWait(driver, 60).until(lambda d: "model=03_clip_seed1" in d.current_url)
+        assert len(hit_texts(driver, "hit", 5)) == 5
+
+        driver.find_element(By.XPATH, "//*[@role='tab'][contains(., 'Image')]").click()
+        picture = tmp_path / "upload.png"
+        Image.new("RGB", (120, 90), (30, 90, 200)).convert("RGBA").save(picture)
+        driver.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(picture))
+        captions = hit_texts(driver, "caption", 5)
+        assert all(re.match(rf"#{r} · score -?\d\.\d{{3}} · \S", text)
+                   for r, text in enumerate(captions, start=1)), captions
+    finally:
+        driver.quit()

@@ -118,7 +118,7 @@ def describe_entry(entry: Entry) -> str:
         return f"{entry.name} · cannot be searched"
     r5 = format_metric(entry.metrics, "text_to_image", "R@5")
     p5 = format_metric(entry.metrics, "text_to_image", "class_precision@5")
-    return f"{entry.name} · test R@5 {r5} · class-P@5 {p5}"
+    return f"{entry.name} · R@5 {r5} · P@5 {p5}"
 
 
 def dataset_root(config: dict) -> Path:

@@ -251,7 +251,7 @@ def main() -> None:
         st.session_state["model"] = default_model(names)
 
     sidebar = st.sidebar
-    name = sidebar.selectbox("Model (test R@5 and class-P@5, text → image)", names,
+    name = sidebar.selectbox("Model · test R@5 · class-P@5 (text → image)", names,
                              key="model", format_func=lambda n: describe_entry(by_name[n]))
     k = sidebar.slider("Results (k)", 1, MAX_K, key="k")
     classes = sidebar.multiselect("Classes", CLASSES, key="classes", placeholder="all")
