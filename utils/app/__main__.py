@@ -1,5 +1,6 @@
 """``python -m utils.app`` (``make app``): serve the search page on http://127.0.0.1:$APP_PORT
-(default 8501), offline: no usage statistics, no browser opened, no file watcher.
+(default 8501), offline: no usage statistics, no browser opened, no file watcher; one torch
+thread unless ``OMP_NUM_THREADS`` says otherwise.
 Extra arguments go to ``streamlit run`` (e.g. ``--server.port 8600``)."""
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     # The page imports utils: the repository root must be importable whatever the cwd.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(paths.ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    # One query is tiny work: on a shared 2-core CPU, a second OpenMP thread mostly waits for
+    # a core (text encoder 2 ms with 1 thread, 530 ms with 2 at load 18; see the README).
+    env.setdefault("OMP_NUM_THREADS", "1")
     print(f"Search page: http://127.0.0.1:{command[command.index('--server.port') + 1]}/ "
           f"(models from {paths.models_dir()})", flush=True)
     os.chdir(paths.ROOT)  # .streamlit/config.toml is read from the working directory

@@ -1,7 +1,7 @@
 """Median latency of one text query on the search page's path, printed, never asserted::
 
     python -m utils.app.bench [--checkpoint models/03_clip.pt] [--gallery models/flickr8k_index.pt]
-                              [--queries 200] [--k 5]
+                              [--queries 200] [--k 5] [--threads N]
 
 For each gallery (the checkpoint's own, then each --gallery file) it times, per query, the text
 encoder alone and the search alone (one matrix product + topk + the hits), and prints medians.
@@ -63,12 +63,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a gallery file of python -m utils.app.index (repeatable)")
     parser.add_argument("--queries", type=int, default=200, help="text queries per gallery")
     parser.add_argument("--k", type=int, default=5, help="results per query")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default, one per core)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the machine, then one latency line per gallery; exit status 1 on bad input."""
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     checkpoint = args.checkpoint or paths.models_dir() / "03_clip.pt"
     try:
         searcher = load_searcher(checkpoint)
