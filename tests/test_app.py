@@ -307,7 +307,11 @@ def served_page(app_env: Path, course_subset: Path, tmp_path: Path):
         yield url
     finally:
         server.terminate()
-        server.wait(timeout=20)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a loaded machine can be slow to shut down cleanly
+            server.kill()
+            server.wait()
 
 
 def start_chromium():
