@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 GROUP ?=
+APP_PORT ?= 8501
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup data run notebooks pdf report submit check test lint format clean
+.PHONY: setup data run notebooks pdf report submit check test lint format clean app
 
 setup: $(STAMP)  ## create .venv and install requirements.txt (reruns only when it changes)
 
@@ -36,6 +37,9 @@ submit: setup  ## build <group>.zip from team.toml and check it: make submit GRO
 
 check: setup  ## check a hand-in zip: make check ZIP=1.zip (default: <group of team.toml>.zip)
 	$(BIN)/python -m utils.handin.submission check $(ZIP)
+
+app: setup  ## the search page on http://127.0.0.1:$(APP_PORT) over models/*.pt (after make run)
+	APP_PORT=$(APP_PORT) $(BIN)/python -m utils.app
 
 test: setup  ## the whole test suite
 	$(BIN)/python -m pytest

@@ -1,0 +1,146 @@
+"""A search gallery of every Flickr8k image (8,091) for a saved CLIP, embedded by its image tower::
+
+    python -m utils.app.index --flickr8k DIR --checkpoint models/03_clip.pt \\
+        --out models/flickr8k_index.pt [--limit N] [--batch-size 64]
+
+The file holds the gallery index (all five captions of each image, class from caption #0 or -1,
+the official Flickr8k split), the folder its paths are relative to, and which checkpoint (name
+and image-tower hash) embedded it; the search page offers it for that checkpoint only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from utils.app.catalog import (
+    FLICKR8K_GALLERY,
+    CheckpointError,
+    load_searcher,
+)
+from utils.core import paths
+from utils.core.common import atomic_path
+from utils.data.course import CLASSES, DataError, classify_caption
+from utils.data.datasets import build_transform, decode_image
+from utils.data.flickr8k import FLICKR_IMAGES, read_flickr8k
+from utils.eval.index import GalleryIndex, embed_images, embed_texts
+from utils.models.clip import ClipModel
+
+
+class ImageFiles(Dataset):
+    """Images decoded on demand (8k images do not fit a decoded cache): (3,S,S) float each."""
+
+    def __init__(self, root: Path, image_paths: list[str], image_size: int) -> None:
+        self.root, self.image_paths, self.size = root, image_paths, image_size
+        self.transform = build_transform(image_size, augment=False)
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
+        return (self.transform(decode_image(self.root / self.image_paths[index], self.size)),)
+
+
+def flickr8k_rows(flickr8k: Path, limit: int = 0) -> pd.DataFrame:
+    """One row per caption (image_path, caption, label index or -1, split), images in name
+    order; ``limit`` keeps the first images only (0: all)."""
+    frame = read_flickr8k(flickr8k).sort_values(["image", "caption_index"], kind="stable")
+    images = frame["image"].drop_duplicates()
+    if limit:
+        frame = frame[frame["image"].isin(set(images[:limit]))]
+    first = frame.drop_duplicates("image").set_index("image")["caption"]
+    label_of = {image: CLASSES.index(name) if (name := classify_caption(caption)) else -1
+                for image, caption in first.items()}
+    return pd.DataFrame({
+        "image_path": FLICKR_IMAGES + "/" + frame["image"],
+        "caption": frame["caption"],
+        "label": frame["image"].map(label_of),
+        "split": frame["flickr_split"],
+    }).reset_index(drop=True)
+
+
+def embed_gallery(model: ClipModel, tokenizer, rows: pd.DataFrame, root: Path,
+                  batch_size: int = 64) -> GalleryIndex:
+    """Rows of flickr8k_rows -> GalleryIndex: images (N, E) and captions (T, E) embedded."""
+    images = rows.drop_duplicates("image_path").reset_index(drop=True)
+    row_of = {path: i for i, path in enumerate(images["image_path"])}
+    dataset = ImageFiles(root, images["image_path"].tolist(), model.config.image_size)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    return GalleryIndex(
+        image_embeds=embed_images(model, tqdm(loader, desc="images", unit="batch")),
+        image_paths=images["image_path"].tolist(),
+        image_labels=[int(label) for label in images["label"]],
+        image_splits=images["split"].tolist(),
+        text_embeds=embed_texts(model, tokenizer, rows["caption"].tolist()),
+        captions=rows["caption"].tolist(),
+        caption_images=[row_of[path] for path in rows["image_path"]],
+    )
+
+
+def save_gallery(out: Path, index: GalleryIndex, root: Path, checkpoint: Path,
+                 fingerprint: str, name: str = "Flickr8k") -> Path:
+    """Write a gallery file (keys gallery, source, index) atomically."""
+    data = {"gallery": {"name": name, "root": str(root.resolve()),
+                        "images": len(index.image_paths)},
+            "source": {"file": checkpoint.name, "fingerprint": fingerprint},
+            "index": index.to_dict()}
+    with atomic_path(out) as tmp:
+        torch.save(data, tmp)
+    return out
+
+
+def build_flickr8k_gallery(flickr8k: Path, checkpoint: Path, out: Path, limit: int = 0,
+                           batch_size: int = 64) -> GalleryIndex:
+    """Embed Flickr8k with a saved CLIP and save the gallery file; returns its index."""
+    searcher = load_searcher(checkpoint)
+    rows = flickr8k_rows(flickr8k, limit)
+    index = embed_gallery(searcher.model, searcher.tokenizer, rows, flickr8k, batch_size)
+    save_gallery(out, index, flickr8k, checkpoint, searcher.fingerprint)
+    return index
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Arguments of ``python -m utils.app.index``."""
+    parser = argparse.ArgumentParser(prog="python -m utils.app.index",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--flickr8k", type=Path, default=None,
+                        help="the unpacked Flickr8k folder (default: $FLICKR8K_DIR or data/)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a CLIP checkpoint (default: models/03_clip.pt)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"the gallery file to write (default: models/{FLICKR8K_GALLERY})")
+    parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the gallery file; a clear message and exit status 1 on bad input."""
+    args = parse_args(argv)
+    flickr8k = (args.flickr8k or paths.flickr8k_dir()).resolve()
+    checkpoint = args.checkpoint or paths.models_dir() / "03_clip.pt"
+    out = args.out or paths.model_path(FLICKR8K_GALLERY)
+    if not checkpoint.is_file():
+        print(f"error: {checkpoint}: not found. Fix: run `make run` first (it writes "
+              "models/03_clip.pt) or give --checkpoint.", file=sys.stderr)
+        return 1
+    start = time.perf_counter()
+    try:
+        index = build_flickr8k_gallery(flickr8k, checkpoint, out, args.limit, args.batch_size)
+    except (CheckpointError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{out}: {len(index.image_paths)} images, {len(index.captions)} captions, embedded "
+          f"with {checkpoint.name} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
