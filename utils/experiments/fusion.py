@@ -8,7 +8,9 @@ image-only and a text-only run of the same seed (nothing more is trained).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import io
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,6 +34,15 @@ from utils.train.fusion import (
     train_model,
 )
 from utils.train.loop import TrainedRun
+
+
+def quietly(label: str, train: Callable[..., TrainedRun], *args) -> TrainedRun:
+    """Run ``train(*args)`` with its per-epoch progress bars silenced; print one line instead."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        run = train(*args)
+    print(f"{label}: best epoch {run.best_epoch} of {len(run.history)}, {run.seconds:.1f} s")
+    return run
+
 
 # name -> (modality, image input, text input)
 COURSE_VARIANTS = {
@@ -120,7 +131,8 @@ def run_course(inputs: SplitInputs, config: FusionConfig, device: torch.device) 
     for name, variant in course_variants(inputs).items():
         results[name] = []
         for seed in range(config.seed, config.seed + config.seeds):
-            run = train_variant(variant, inputs, config, seed, device)
+            run = quietly(f"{name} seed {seed}", train_variant, variant, inputs, config, seed,
+                          device)
             results[name].append({"seed": seed, "run": run, **split_probabilities(run, device)})
     for name, (image, text) in LATE_VARIANTS.items():
         if image in results and text in results:
@@ -222,7 +234,7 @@ def run_tags(inputs: SplitInputs, tags: Sequence[str], config: FusionConfig,
     for modality in TAG_MODALITIES:
         for loss, gamma in (("bce", None), ("focal", config.focal_gamma)):
             name = f"{modality}_{loss}"
-            runs[name] = train_tag_model(modality, gamma, inputs, config, device)
+            runs[name] = quietly(name, train_tag_model, modality, gamma, inputs, config, device)
             scores = {s: predict_fusion(runs[name].model, runs[name].loaders[s], device)
                       .sigmoid().numpy() for s in ("val", "test")}
             metrics[name] = tag_scores(scores["val"], scores["test"], inputs, tags)
@@ -278,6 +290,32 @@ def run_multitask(inputs: SplitInputs, tags: Sequence[str], config: FusionConfig
     metrics, runs = {}, {}
     for name, (class_weight, tag_weight) in MULTITASK_VARIANTS.items():
         weights = (class_weight, config.task_weight if tag_weight is None else tag_weight)
-        runs[name] = train_multitask(inputs, config, weights, device)
+        runs[name] = quietly(name, train_multitask, inputs, config, weights, device)
         metrics[name] = multitask_scores(runs[name], inputs, tags, weights, device)
     return metrics, runs
+
+
+def mean_std_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The test scores as "mean ± std" strings (3 decimals), one column per score."""
+    return pd.DataFrame({score: [f"{m:.3f} ± {s:.3f}" for m, s in
+                                 zip(table[score], table[f"{score}_std"], strict=True)]
+                         for score in SCORES}, index=table.index)
+
+
+def fusion_gain(table: pd.DataFrame, n_test: int) -> dict:
+    """The best fusion (by validation) against the better single modality (by test accuracy):
+    their mean test accuracies and the difference in points and in test items."""
+    fusion = best_fusion(table)
+    singles = table.loc[[n for n in table.index if n.startswith(("image_", "text_"))]]
+    single = singles["accuracy"].idxmax()
+    gain = table.loc[fusion, "accuracy"] - table.loc[single, "accuracy"]
+    return {"best_fusion": fusion, "fusion_accuracy": float(table.loc[fusion, "accuracy"]),
+            "best_single": single, "single_accuracy": float(table.loc[single, "accuracy"]),
+            "gain_points": float(100 * gain), "gain_items": float(gain * n_test),
+            "n_test": n_test}
+
+
+def course_json(table: pd.DataFrame) -> dict:
+    """variant -> {score: mean, score_std: std} of the test scores, for the metrics file."""
+    keys = [k for score in SCORES for k in (score, f"{score}_std")]
+    return {name: {k: float(row[k]) for k in keys} for name, row in table.iterrows()}

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from utils.core.common import autocast, make_config, seed_everything
 from utils.data.course import take_per_class
 from utils.data.datasets import ImageClassificationDataset, label_ids
+from utils.data.flickr8k import FLICKR_IMAGES, flickr8k_image_files
 from utils.data.glove import embedding_matrix, load_glove
 from utils.data.tags import TagTable, class_ids
 from utils.data.tokenizers import TextVectorizer, fit_tokenizer
@@ -239,3 +240,12 @@ def predict_multitask(model: nn.Module, loader: DataLoader, device: torch.device
     outputs = [model(features.to(device)) for features, _, _ in loader]
     return (torch.cat([c for c, _ in outputs]).float().cpu(),
             torch.cat([t for _, t in outputs]).float().cpu())
+
+
+def flickr8k_features(flickr8k: Path, images: list[str], encoder: str, whole: bool
+                      ) -> ImageFeatures:
+    """Cached features of the Flickr8k images: all 8,091 (``whole``: the one shared cache) or
+    only ``images`` (a small set, e.g. smoke runs, cached under its own key)."""
+    folder = Path(flickr8k) / FLICKR_IMAGES
+    files = flickr8k_image_files(flickr8k) if whole else [folder / name for name in images]
+    return image_features(files, encoder)
