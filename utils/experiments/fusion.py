@@ -25,6 +25,7 @@ from utils.train.fusion import (
     SplitInputs,
     build_multitask,
     class_loss,
+    cpu_threads,
     fusion_step,
     multitask_step,
     predict_fusion,
@@ -127,6 +128,17 @@ def course_variants(inputs: SplitInputs) -> dict[str, tuple]:
 def run_course(inputs: SplitInputs, config: FusionConfig, device: torch.device) -> dict:
     """Every course variant for seeds seed..seed+seeds-1 -> name -> list (one per seed) of
     {"seed", "run" (trained variants only), "val", "test": probabilities (N,4)}."""
+    with cpu_threads(config.threads):
+        results = train_course(inputs, config, device)
+    for name, (image, text) in LATE_VARIANTS.items():
+        if image in results and text in results:
+            results[name] = [late_fusion(a, b) for a, b in zip(results[image], results[text],
+                                                               strict=True)]
+    return results
+
+
+def train_course(inputs: SplitInputs, config: FusionConfig, device: torch.device) -> dict:
+    """The trained course variants, each over the seeds (see run_course)."""
     results = {}
     for name, variant in course_variants(inputs).items():
         results[name] = []
@@ -134,10 +146,6 @@ def run_course(inputs: SplitInputs, config: FusionConfig, device: torch.device) 
             run = quietly(f"{name} seed {seed}", train_variant, variant, inputs, config, seed,
                           device)
             results[name].append({"seed": seed, "run": run, **split_probabilities(run, device)})
-    for name, (image, text) in LATE_VARIANTS.items():
-        if image in results and text in results:
-            results[name] = [late_fusion(a, b) for a, b in zip(results[image], results[text],
-                                                               strict=True)]
     return results
 
 
@@ -231,14 +239,22 @@ def run_tags(inputs: SplitInputs, tags: Sequence[str], config: FusionConfig,
              device: torch.device) -> tuple[dict, dict]:
     """Each modality with BCE and with focal loss -> (name -> test metrics, name -> run)."""
     metrics, runs = {}, {}
-    for modality in TAG_MODALITIES:
-        for loss, gamma in (("bce", None), ("focal", config.focal_gamma)):
-            name = f"{modality}_{loss}"
-            runs[name] = quietly(name, train_tag_model, modality, gamma, inputs, config, device)
-            scores = {s: predict_fusion(runs[name].model, runs[name].loaders[s], device)
-                      .sigmoid().numpy() for s in ("val", "test")}
-            metrics[name] = tag_scores(scores["val"], scores["test"], inputs, tags)
+    with cpu_threads(config.threads):
+        for modality in TAG_MODALITIES:
+            for loss, gamma in (("bce", None), ("focal", config.focal_gamma)):
+                name = f"{modality}_{loss}"
+                runs[name] = quietly(name, train_tag_model, modality, gamma, inputs, config,
+                                     device)
+                metrics[name] = tag_run_scores(runs[name], inputs, tags, device)
     return metrics, runs
+
+
+def tag_run_scores(run: TrainedRun, inputs: SplitInputs, tags: Sequence[str],
+                   device: torch.device) -> dict:
+    """Test tag metrics of a trained tag model (threshold chosen on the validation split)."""
+    scores = {s: predict_fusion(run.model, run.loaders[s], device).sigmoid().numpy()
+              for s in ("val", "test")}
+    return tag_scores(scores["val"], scores["test"], inputs, tags)
 
 
 def classed_inputs(inputs: SplitInputs) -> SplitInputs:
@@ -288,10 +304,11 @@ def run_multitask(inputs: SplitInputs, tags: Sequence[str], config: FusionConfig
     (name -> {"class", "tags"} test metrics, name -> run)."""
     inputs = classed_inputs(inputs)
     metrics, runs = {}, {}
-    for name, (class_weight, tag_weight) in MULTITASK_VARIANTS.items():
-        weights = (class_weight, config.task_weight if tag_weight is None else tag_weight)
-        runs[name] = quietly(name, train_multitask, inputs, config, weights, device)
-        metrics[name] = multitask_scores(runs[name], inputs, tags, weights, device)
+    with cpu_threads(config.threads):
+        for name, (class_weight, tag_weight) in MULTITASK_VARIANTS.items():
+            weights = (class_weight, config.task_weight if tag_weight is None else tag_weight)
+            runs[name] = quietly(name, train_multitask, inputs, config, weights, device)
+            metrics[name] = multitask_scores(runs[name], inputs, tags, weights, device)
     return metrics, runs
 
 

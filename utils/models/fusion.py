@@ -72,6 +72,8 @@ class FusionConfig:
     tag_batch_size: int = 128  # items per batch on Flickr8k (tags, multi-task)
     tag_epochs: int = 20  # maximum epochs on Flickr8k
     tag_lr: float = 3e-3  # AdamW learning rate on Flickr8k
+    threads: int = 1  # CPU threads while training (0: torch's default); these models are so
+    # small that more intra-op threads only add waiting, a lot of it on a busy machine
     per_class_limit: int = 0  # course images kept per class and split (0: all); smoke: few
     flickr_per_split: int = 0  # Flickr8k images kept per official split (0: all); smoke: few
 

@@ -8,8 +8,9 @@ class ids (B,), tags (B,T))``. Every model keeps the epoch of its lowest validat
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,8 +204,28 @@ def validate_step(model: nn.Module, step: Step, loader: DataLoader, device: torc
     return {f"val_{key}": value / max(count, 1) for key, value in totals.items()}
 
 
+@contextlib.contextmanager
+def cpu_threads(count: int) -> Iterator[None]:
+    """Use ``count`` intra-op CPU threads inside the block (0: leave torch's setting)."""
+    before = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_model(model: nn.Module, step: Step, loaders: dict, epochs: int, lr: float,
                 config: FusionConfig, device: torch.device) -> TrainedRun:
+    """AdamW + ReduceLROnPlateau through ``fit`` on ``config.threads`` CPU threads; the lowest
+    validation loss is kept."""
+    with cpu_threads(config.threads):
+        return fit_model(model, step, loaders, epochs, lr, config, device)
+
+
+def fit_model(model: nn.Module, step: Step, loaders: dict, epochs: int, lr: float,
+              config: FusionConfig, device: torch.device) -> TrainedRun:
     """AdamW + ReduceLROnPlateau through ``fit``; the lowest validation loss is kept."""
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
