@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from utils.core.common import seed_everything
-from utils.data.course import CLASSES, classify_caption
+from utils.data.course import CLASS_PATTERNS, CLASSES
 from utils.eval.classification import classification_metrics
 from utils.eval.multilabel import best_threshold, multilabel_metrics, roc_auc_macro
 from utils.models.fusion import FusionBundle, FusionConfig, build_fusion, fusion_spec
@@ -183,20 +183,27 @@ def course_table(results: dict, inputs: SplitInputs) -> pd.DataFrame:
 
 
 def best_fusion(table: pd.DataFrame) -> str:
-    """The fusion variant of the best mean validation accuracy (then validation macro-F1)."""
+    """The fusion variant of the best mean validation accuracy (ties: validation macro-F1, then
+    validation ROC-AUC)."""
     fusion = table.loc[[n for n in FUSION_VARIANTS if n in table.index]]
-    return fusion.sort_values(["val_accuracy", "val_macro_f1"], ascending=False).index[0]
+    keys = ["val_accuracy", "val_macro_f1", "val_roc_auc_macro"]
+    return fusion.sort_values(keys, ascending=False, kind="stable").index[0]
+
+
+def named_classes(caption: str) -> int:
+    """How many of the 4 classes a caption names (utils.data.course class words)."""
+    return sum(bool(pattern.search(caption)) for pattern in CLASS_PATTERNS.values())
 
 
 def accuracy_by_caption(captions: Sequence[str], y_true: np.ndarray, results: dict
                         ) -> pd.DataFrame:
-    """Test accuracy (mean over seeds) of each variant on the captions that name their own
-    class (utils.data.course.classify_caption) and on the others; ``n``: test items."""
-    names_class = np.array([classify_caption(c) == CLASSES[y]
-                            for c, y in zip(captions, y_true, strict=True)])
+    """Test accuracy (mean over seeds) of each variant on the captions that name one class only
+    and on those that name several (the subset's label is then the first of CLASS_PRIORITY);
+    ``n``: test items of the group."""
+    several = np.array([named_classes(c) > 1 for c in captions])
     rows = {}
-    for group, keep in (("caption names its class", names_class),
-                        ("caption does not", ~names_class)):
+    for group, keep in (("caption names 1 class", ~several),
+                        ("caption names 2+ classes", several)):
         row = {"n": int(keep.sum())}
         for name, seeds in results.items():
             hits = [(r["test"].argmax(1)[keep] == y_true[keep]).mean() if keep.any() else np.nan

@@ -57,6 +57,8 @@ class FusionConfig:
     image_hidden: int = 256  # image branch: Linear from the image features to this size
     hidden: int = 128  # hidden size of the fusion MLP head
     dropout: float = 0.3  # dropout on the branch inputs and in the head
+    modality_dropout: float = 0.3  # early fusion, training only: share of items whose image
+    # or text vector (one of the two, at random) is zeroed, so neither branch is ignored
     batch_size: int = 32  # items per batch (course subset)
     epochs: int = 30  # maximum epochs (early stopping on the validation loss ends sooner)
     lr: float = 2e-3  # AdamW learning rate
@@ -137,6 +139,7 @@ class FusionClassifier(nn.Module):
             width += config.image_hidden
         self.text_encoder = text_encoder
         width += text_encoder.out_features if text_encoder is not None else 0
+        self.modality_dropout = config.modality_dropout
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, config.hidden),
                                   nn.ReLU(), nn.Dropout(config.dropout),
                                   nn.Linear(config.hidden, outputs))
@@ -149,7 +152,20 @@ class FusionClassifier(nn.Module):
             parts.append(self.image_branch(image))
         if self.text_encoder is not None:
             parts.append(self.text_encoder(text))
+        if self.training and len(parts) == 2 and self.modality_dropout > 0:
+            parts = drop_modality(parts, self.modality_dropout)
         return self.head(torch.cat(parts, dim=1))
+
+
+def drop_modality(parts: list[torch.Tensor], rate: float) -> list[torch.Tensor]:
+    """Zero, for a share ``rate`` of the items, one of the two branch vectors (B,D1), (B,D2),
+    picked at random per item."""
+    batch = parts[0].shape[0]
+    dropped = torch.rand(batch, device=parts[0].device) < rate
+    which = torch.rand(batch, device=parts[0].device) < 0.5  # True: the image, else the text
+    keep_image = ~(dropped & which)
+    keep_text = ~(dropped & ~which)
+    return [parts[0] * keep_image[:, None], parts[1] * keep_text[:, None]]
 
 
 def fusion_spec(modality: str, image_features: int = 0, text: str = "lstm", vocab_size: int = 0,
