@@ -25,6 +25,7 @@ from utils.models.fusion import (
     LstmTextEncoder,
     MultiTaskNet,
     build_fusion,
+    drop_modality,
     fusion_spec,
     load_fusion,
     save_fusion,
@@ -143,6 +144,21 @@ def test_lstm_ignores_padding_and_starts_from_given_embeddings() -> None:
     with torch.no_grad():
         assert encoder(short).shape == (1, 2 * SMALL.lstm_hidden)
         assert torch.allclose(encoder(short), encoder(longer), atol=1e-6)
+
+
+def test_modality_dropout_zeroes_one_branch_per_dropped_item() -> None:
+    torch.manual_seed(0)
+    image, text = torch.ones(200, 3), torch.ones(200, 2)
+    kept_image, kept_text = drop_modality([image, text], rate=1.0)
+    image_on, text_on = kept_image.any(1), kept_text.any(1)
+    assert (image_on ^ text_on).all()  # every item lost exactly one of the two
+    assert 60 < image_on.sum() < 140  # the branch is picked at random
+    same = drop_modality([image, text], rate=0.0)
+    assert torch.equal(same[0], image) and torch.equal(same[1], text)
+    spec = fusion_spec("early", image_features=3, text="features", text_features=2)
+    model = build_fusion(spec, SMALL).eval()  # eval mode: nothing dropped, same output
+    with torch.no_grad():
+        assert torch.equal(model(image[:4], text[:4]), model(image[:4], text[:4]))
 
 
 def test_multitask_net_has_two_heads_on_one_trunk() -> None:
