@@ -333,7 +333,7 @@ def plot_pair_prediction(image, sentence: str, probs: dict, classes=CLASSES,
 def plot_tag_aucs(aucs: dict[str, dict], title: str = "", name: str | None = None) -> Figure:
     """Per-tag ROC-AUC of several models: ``aucs`` model -> {tag: auc or None}, grouped bars."""
     table = pd.DataFrame(aucs).astype(float)
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.32 * len(table) * len(aucs)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.12 * len(table) * (len(aucs) + 1)), 3.6))
     table.plot.bar(ax=ax, width=0.8)
     ax.set(ylim=(0.4, 1.0), ylabel="ROC-AUC (test)", title=title)
     ax.axhline(0.5, color="grey", ls=":")
