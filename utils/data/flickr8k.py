@@ -89,15 +89,16 @@ def read_flickr8k_splits(flickr8k: Path) -> dict[str, str]:
     return split_of
 
 
-def read_flickr8k(flickr8k: Path) -> pd.DataFrame:
+def read_flickr8k(flickr8k: Path, token_name: str = TOKEN_FILE) -> pd.DataFrame:
     """Parse Flickr8k.token.txt: one row per caption (image, caption_index, caption, flickr_split).
+    ``token_name`` may name the lemmatised twin, ``Flickr8k.lemma.token.txt`` (same keys).
 
     Keys naming no file of ``Flicker8k_Dataset/`` (the corpus's ``2258277193_586949ec62.jpg.1``)
     are skipped and reported once with a warning.
     """
     flickr8k = Path(flickr8k)
     require_flickr8k(flickr8k)
-    token_file = flickr8k / FLICKR_TEXT / TOKEN_FILE
+    token_file = flickr8k / FLICKR_TEXT / token_name
     image_dir = flickr8k / FLICKR_IMAGES
     images = set(os.listdir(image_dir))
     rows, stray = [], {}

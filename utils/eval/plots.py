@@ -294,3 +294,49 @@ def plot_caption_word_counts(counts: dict[str, list[int]], length: int | None = 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, name)
+
+
+def plot_roc_curves(curves: dict, title: str = "", name: str | None = None) -> Figure:
+    """One-vs-rest ROC curves, one per class: ``curves`` name -> (fpr (M,), tpr (M,), auc)."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    for label, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", label="hasard")
+    ax.set(xlabel="taux de faux positifs", ylabel="taux de vrais positifs", title=title,
+           xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, name)
+
+
+def plot_pair_prediction(image, sentence: str, probs: dict, classes=CLASSES,
+                         name: str | None = None) -> Figure:
+    """An image with the sentence, and the class probabilities (4,) of each model as bars."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8),
+                                      gridspec_kw={"width_ratios": [1, 1.5]})
+    left.imshow(open_rgb(image) if isinstance(image, (str, Path)) else image)
+    left.axis("off")
+    left.set_title(textwrap.fill(sentence, 45), fontsize=9)
+    width = 0.8 / max(len(probs), 1)
+    positions = np.arange(len(classes))
+    for k, (label, values) in enumerate(probs.items()):
+        guess = classes[int(np.argmax(values))]
+        right.bar(positions + k * width, values, width, label=f"{label} -> {guess}")
+    right.set_xticks(positions + width * (len(probs) - 1) / 2, list(classes))
+    right.set(ylim=(0, 1), ylabel="probabilité")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, name)
+
+
+def plot_tag_aucs(aucs: dict[str, dict], title: str = "", name: str | None = None) -> Figure:
+    """Per-tag ROC-AUC of several models: ``aucs`` model -> {tag: auc or None}, grouped bars."""
+    table = pd.DataFrame(aucs).astype(float)
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.12 * len(table) * (len(aucs) + 1)), 3.6))
+    table.plot.bar(ax=ax, width=0.8)
+    ax.set(ylim=(0.4, 1.0), ylabel="ROC-AUC (test)", title=title)
+    ax.axhline(0.5, color="grey", ls=":")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, name)
