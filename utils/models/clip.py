@@ -50,12 +50,14 @@ class ClipConfig:
 
     seed: int = 0  # seeds weights, caption draws, augmentation and shuffling
     embed_dim: int = 128  # size of the shared image-text space (both projections end here)
+    projection_hidden: int = 0  # 0: Linear projections (the course's); > 0: 2-layer GELU MLPs
     image_source: str = "checkpoint"  # "checkpoint" (01_cnn.pt) | "scratch" | "efficientnet_lite0"
     text_source: str = "checkpoint"  # "checkpoint" (02_smallbert.pt encoder) | "scratch"
     text_tower: str = "smallbert"  # "smallbert" | "hf" (pretrained transformer: pretrained_text)
     freeze_image: bool = False  # freeze the image encoder (its projection still trains)
     freeze_text: bool = False  # freeze the text encoder (its projection still trains)
     captions_per_image: int = 1  # 1: the course subset; 5: Flickr8k's five captions per image
+    dataset: str = "course"  # "course" | "flickr8k" (official split) | a CSV/TSV/JSONL file
     image_size: int | None = None  # None: the image tower's size (128 step-1 CNN, 224 pretrained)
     augment: bool = True  # crop/flip/colour jitter on training images (trainable image encoder)
     batch_size: int = 32  # image-text pairs per batch: each pair has batch_size - 1 negatives
@@ -132,6 +134,15 @@ class ClipLoss(nn.Module):
         return (image_to_text + text_to_image) / 2
 
 
+def make_projection(in_features: int, config: ClipConfig) -> nn.Module:
+    """Encoder features (B,F) -> (B,embed_dim): a Linear, or Linear-GELU-Linear when
+    ``config.projection_hidden`` > 0."""
+    if config.projection_hidden <= 0:
+        return nn.Linear(in_features, config.embed_dim)
+    return nn.Sequential(nn.Linear(in_features, config.projection_hidden), nn.GELU(),
+                         nn.Linear(config.projection_hidden, config.embed_dim))
+
+
 class ClipModel(nn.Module):
     """Two towers (encoder + Linear projection) into one L2-normalised space, plus the loss."""
 
@@ -140,8 +151,8 @@ class ClipModel(nn.Module):
         self.config = config
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        self.image_projection = nn.Linear(image_encoder.out_features, config.embed_dim)
-        self.text_projection = nn.Linear(text_encoder.out_features, config.embed_dim)
+        self.image_projection = make_projection(image_encoder.out_features, config)
+        self.text_projection = make_projection(text_encoder.out_features, config)
         # Log-parameterised so the scale stays positive and its updates are relative.
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.init_logit_scale)))
         self.loss_fn = ClipLoss()
@@ -172,8 +183,10 @@ class ClipModel(nn.Module):
         return F.normalize(self.image_projection(features).float(), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token ids (B,L) -> unit embeddings (B,E)."""
-        return F.normalize(self.text_projection(self.text_encoder(tokens)).float(), dim=-1)
+        """Token ids (B,L) -> unit embeddings (B,E); precomputed encoder features (B,D) (float)
+        too."""
+        features = tokens if tokens.is_floating_point() else self.text_encoder(tokens)
+        return F.normalize(self.text_projection(features).float(), dim=-1)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """A batch of B matching pairs -> embeddings (B,E), logits (B,B) and the loss."""

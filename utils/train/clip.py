@@ -14,7 +14,8 @@ from utils.core.common import autocast, get_device
 from utils.data.course import keep_first_images, load_dataset
 from utils.data.datasets import ImageTextDataset, make_loader
 from utils.data.fetch import ensure_dataset
-from utils.data.flickr8k import build_subset
+from utils.data.flickr8k import build_subset, flickr8k_frame
+from utils.data.generic import load_table_dataset
 from utils.eval.retrieval import first_relevant_rank, recall_at_k
 from utils.models.clip import ClipConfig, ClipModel
 from utils.train.features import CachedFeatures, encode_dataset
@@ -33,10 +34,18 @@ def clip_data_root(config: ClipConfig) -> Path:
 
 
 def load_clip_frame(config: ClipConfig) -> tuple[pd.DataFrame, Path]:
-    """(rows image_path, label, caption, split; dataset root) for this config."""
+    """(rows image_path, label, caption, split; dataset root) of ``config.dataset``: the course
+    subset, Flickr8k's official split, or a table file (utils.data.generic; label "" when
+    the dataset has none)."""
 
-    root = clip_data_root(config)
-    return keep_first_images(load_dataset(root), config.max_images_per_split), root
+    if config.dataset == "course":
+        root = clip_data_root(config)
+        frame = load_dataset(root)
+    elif config.dataset == "flickr8k":
+        frame, root = flickr8k_frame(paths.flickr8k_dir())
+    else:
+        frame, root = load_table_dataset(Path(config.dataset))
+    return keep_first_images(frame, config.max_images_per_split), root
 
 
 def make_clip_dataset(model: ClipModel, tokenizer, frame: pd.DataFrame, root: Path,
