@@ -130,7 +130,7 @@ def precomputed_loader(model: ClipModel, tokenizer, frame: pd.DataFrame, root: P
     image_rows = image_frame(frame)["image_path"].tolist()
     where = {path: i for i, path in enumerate(image_rows)}
     images = features[0][[where[path] for path in dataset.image_paths]]
-    pairs = PrecomputedPairs(dataset, images, features[1][rows.index.to_numpy()])
+    pairs = PrecomputedPairs(dataset, images, features[1][rows.index.tolist()])
     train = split == "train"
     return make_loader(pairs, config.batch_size, shuffle=train, seed=config.seed,
                        drop_last=train and len(pairs) > config.batch_size)
