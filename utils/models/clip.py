@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import nn
 
@@ -117,13 +120,33 @@ def scaled_similarity(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
     return logit_scale * image_embeds @ text_embeds.T
 
 
+def gather_embeddings(embeds: torch.Tensor) -> torch.Tensor:
+    """Several processes (DDP): this process's (B,E) -> every process's (W*B,E) in rank order,
+    the gradient flowing back to each process's own rows (as open_clip's gather_with_grad);
+    one process: ``embeds`` unchanged."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return embeds
+    with warnings.catch_warnings():  # torch 2.14 flags it deprecated; its successor is private
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(dist_nn.all_gather(embeds.contiguous()))
+
+
 class ClipLoss(nn.Module):
-    """Symmetric cross-entropy: pair i is the right answer of row i AND of column i."""
+    """Symmetric cross-entropy: pair i is the right answer of row i AND of column i. Under DDP
+    the embeddings of every process are gathered first: each pair meets the negatives of the
+    whole global batch, and every process computes the same loss as one process would."""
 
     def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
                 logit_scale: torch.Tensor | float) -> torch.Tensor:
         """Normalised embeddings (B,E), (B,E) and the scale -> scalar loss."""
-        return self.from_logits(scaled_similarity(image_embeds, text_embeds, logit_scale))
+        logits = scaled_similarity(*self.gather(image_embeds, text_embeds), logit_scale)
+        return self.from_logits(logits)
+
+    @staticmethod
+    def gather(image_embeds: torch.Tensor, text_embeds: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both (B,E) -> (W*B,E) of all processes (unchanged in a single process)."""
+        return gather_embeddings(image_embeds), gather_embeddings(text_embeds)
 
     @staticmethod
     def from_logits(logits_per_image: torch.Tensor) -> torch.Tensor:
@@ -191,8 +214,11 @@ class ClipModel(nn.Module):
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """A batch of B matching pairs -> embeddings (B,E), logits (B,B) and the loss."""
         image_embeds, text_embeds = self.encode_image(images), self.encode_text(tokens)
+        # Training under DDP: the logits of the global batch (evaluation stays per process).
+        pairs = self.loss_fn.gather(image_embeds, text_embeds) if self.training else \
+            (image_embeds, text_embeds)
         with torch.autocast(image_embeds.device.type, enabled=False):  # loss in float32
-            logits = scaled_similarity(image_embeds, text_embeds, self.logit_scale)
+            logits = scaled_similarity(*pairs, self.logit_scale)
         return {"image_embeds": image_embeds, "text_embeds": text_embeds,
                 "logits_per_image": logits, "loss": self.loss_fn.from_logits(logits)}
 
