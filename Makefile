@@ -7,7 +7,7 @@ GROUP ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup data run notebooks pdf report submit check test lint format clean
+.PHONY: setup data run notebooks pdf report submit check test lint format clean train-ddp
 
 setup: $(STAMP)  ## create .venv and install requirements.txt (reruns only when it changes)
 
@@ -36,6 +36,12 @@ submit: setup  ## build <group>.zip from team.toml and check it: make submit GRO
 
 check: setup  ## check a hand-in zip: make check ZIP=1.zip (default: <group of team.toml>.zip)
 	$(BIN)/python -m utils.handin.submission check $(ZIP)
+
+NPROC ?= 2
+DATASET ?= course
+train-ddp: setup  ## CLIP on NPROC processes (DDP): make train-ddp NPROC=2 DATASET=flickr8k ARGS=...
+	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m utils.train.clip_cli \
+		--dataset $(DATASET) $(ARGS)
 
 test: setup  ## the whole test suite
 	$(BIN)/python -m pytest
