@@ -5,7 +5,7 @@ epoch, never two captions of one image in a batch), keep the epoch of the best R
 1,000 dev images, and evaluate on the 1,000 test images x 5,000 captions. Variants:
 
 * ``scratch``: step 1's CNN and step 2's SmallBERT, both from random weights, trained end to end;
-* ``pretrained``: EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2, both frozen, with MLP
+* ``pretrained``: EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2, both frozen, with trained
   projections. The frozen encoders run once: the image features come from the shared cache of
   the 8,091 Flickr8k images (``utils.models.features``), the caption features from a cache of
   their own. The checkpoint still rebuilds from its config alone: its image tower is the
@@ -62,7 +62,8 @@ class BenchmarkConfig:
     embed_dim: int = 256  # shared space of every variant
     pretrained_epochs: int = 40  # frozen towers: an epoch is a few MLP steps (seconds)
     pretrained_batch_size: int = 256  # pairs per batch (255 negatives each)
-    projection_hidden: int = 1024  # MLP width of the pretrained variant's projections
+    projection_hidden: int = 0  # pretrained variant: 0 Linear projections, > 0 MLP width (dev
+    # R@5 on the 1,000 dev images, 2-core CPU: Linear 0.427, MLP 1024 0.413)
     pretrained_lr: float = 1e-3  # AdamW lr of the projections and the logit scale
     scratch_epochs: int = 6  # the from-scratch towers decode and train on every image
     scratch_batch_size: int = 64  # pairs per batch of the from-scratch variant
