@@ -8,7 +8,7 @@ APP_PORT ?= 8501
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup data run notebooks pdf report submit check test lint format clean app
+.PHONY: setup data run notebooks pdf report submit check test lint format clean app train-ddp
 
 setup: $(STAMP)  ## create .venv and install requirements.txt (reruns only when it changes)
 
@@ -40,6 +40,11 @@ check: setup  ## check a hand-in zip: make check ZIP=1.zip (default: <group of t
 
 app: setup  ## the search page on http://127.0.0.1:$(APP_PORT) over models/*.pt (after make run)
 	APP_PORT=$(APP_PORT) $(BIN)/python -m utils.app
+NPROC ?= 2
+DATASET ?= course
+train-ddp: setup  ## CLIP on NPROC processes (DDP): make train-ddp NPROC=2 DATASET=flickr8k ARGS=...
+	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m utils.train.clip_cli \
+		--dataset $(DATASET) $(ARGS)
 
 test: setup  ## the whole test suite
 	$(BIN)/python -m pytest

@@ -135,4 +135,6 @@ def test_index_round_trips_through_a_checkpoint_dict() -> None:
     assert again.max_abs_difference(index) == 0.0 and again.captions == index.captions
     assert sorted(index.to_dict()) == sorted(["image_embeds", "image_paths", "image_labels",
                                               "image_splits", "text_embeds", "captions",
-                                              "caption_images"])  # project 0.1's 7 keys
+                                              "caption_images", "class_names"])
+    old = {k: v for k, v in index.to_dict().items() if k != "class_names"}  # project 0.1's 7
+    assert GalleryIndex.from_dict(old).class_names == list(CLASSES)

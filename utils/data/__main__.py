@@ -1,7 +1,9 @@
 """Command line of the data layer::
 
     python -m utils.data build --flickr8k DIR --out DIR [--per-class 150] [--captions-per-image 1]
-    python -m utils.data check DIR
+    python -m utils.data check DIR        (a course-format folder)
+    python -m utils.data check FILE [--image-column C] [--caption-column C] [--label-column C]
+                                    [--split-column C]   (any CSV/TSV/JSONL image-caption table)
     python -m utils.data fetch
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from utils.data.course import DataError, check_dataset, describe_counts, read_captions
 from utils.data.fetch import ensure_dataset
 from utils.data.flickr8k import build_subset
+from utils.data.generic import TableColumns, check_table, describe_table, load_table_dataset
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,19 +30,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     build.add_argument("--out", type=Path, required=True, help="the subset folder to write")
     build.add_argument("--per-class", type=int, default=150, help="images per class")
     build.add_argument("--captions-per-image", type=int, default=1, help="1 (course) to 5")
-    check = commands.add_parser("check", help="check a course-format folder")
-    check.add_argument("root", type=Path, help="folder holding captions.csv")
+    check = commands.add_parser("check", help="check a course-format folder or a table file")
+    check.add_argument("root", type=Path, help="folder holding captions.csv, or a CSV/TSV/JSONL")
+    for what in ("image", "caption", "label", "split"):
+        check.add_argument(f"--{what}-column", help=f"the {what} column (default: guessed)")
     commands.add_parser("fetch", help="make data/flickr_subset2 ready (local, build or download)")
     return parser.parse_args(argv)
 
 
-def run_check(root: Path) -> int:
-    """Print the summary (exit 0) or every problem (exit 1)."""
-    problems = check_dataset(root)
+def run_check(root: Path, columns: TableColumns | None = None) -> int:
+    """Print the summary (exit 0) or every problem (exit 1); a file is a table dataset."""
+    problems = check_table(root, columns) if root.is_file() else check_dataset(root)
     if problems:
         print(f"{root}: {len(problems)} problem(s)", *problems, sep="\n", file=sys.stderr)
         return 1
-    print(describe_counts(root, read_captions(root)))
+    if root.is_file():
+        print(describe_table(root, load_table_dataset(root, columns)[0]))
+    else:
+        print(describe_counts(root, read_captions(root)))
     return 0
 
 
@@ -52,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             out = build_subset(args.flickr8k, args.out, args.per_class, args.captions_per_image)
             print(describe_counts(out, read_captions(out)))
         elif args.command == "check":
-            return run_check(args.root)
+            return run_check(args.root, TableColumns(args.image_column, args.caption_column,
+                                                     args.label_column, args.split_column))
         else:
             root = ensure_dataset()
             print(describe_counts(root, read_captions(root)))

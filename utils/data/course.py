@@ -291,13 +291,14 @@ def describe_counts(root: Path, frame: pd.DataFrame) -> str:
 
 
 def make_split(frame: pd.DataFrame, seed: int = SPLIT_SEED) -> pd.DataFrame:
-    """70/15/15 split by image, stratified by class: columns image_path, split."""
+    """70/15/15 split by image, stratified by class (when labelled): columns image_path, split."""
     images = frame.drop_duplicates("image_path").sort_values("image_path")[["image_path", "label"]]
+    labelled = images["label"].map(lambda v: isinstance(v, str) and v != "").all()
     try:
-        train, rest = train_test_split(images, test_size=0.30, stratify=images["label"],
-                                       random_state=seed)
-        val, test = train_test_split(rest, test_size=0.50, stratify=rest["label"],
-                                     random_state=seed)
+        train, rest = train_test_split(images, test_size=0.30, random_state=seed,
+                                       stratify=images["label"] if labelled else None)
+        val, test = train_test_split(rest, test_size=0.50, random_state=seed,
+                                     stratify=rest["label"] if labelled else None)
     except ValueError as err:
         raise DataError(f"too few images per class for a stratified 70/15/15 split ({err}). "
                         f"Fix: use at least {MIN_PER_CLASS} images per class.") from err
@@ -322,9 +323,9 @@ def read_split(split_path: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return split
 
 
-def load_split(root: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    """The split of ``root`` (splits.csv), made and written beside captions.csv when absent."""
-    split_path = root / SPLITS_CSV
+def load_split(root: Path, frame: pd.DataFrame, split_path: Path | None = None) -> pd.DataFrame:
+    """The split of ``root`` (splits.csv, or ``split_path``), made and written when absent."""
+    split_path = split_path or root / SPLITS_CSV
     if split_path.is_file():
         return read_split(split_path, frame)
     split = make_split(frame, seed=SPLIT_SEED)

@@ -6,6 +6,7 @@ Images are decoded once per run by ``ImageCache`` (uint8 tensors in memory, abou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -104,9 +105,27 @@ class ImageCache:
         return len(self.images)
 
 
-def label_ids(labels: pd.Series) -> torch.Tensor:
-    """Class names -> LongTensor (N,) of ``CLASSES.index(label)``."""
-    return torch.tensor([CLASSES.index(label) for label in labels], dtype=torch.long)
+NO_LABEL = -1  # the label id of an image of an unlabelled dataset
+
+
+def has_label(label: Any) -> bool:
+    """True for a real class name (not None, NaN or an empty string)."""
+    return isinstance(label, str) and label.strip() != ""
+
+
+def dataset_classes(labels: Sequence[Any]) -> tuple[str, ...]:
+    """Class names of a label column: the course's CLASSES when they cover it, else its sorted
+    distinct labels; () for an unlabelled dataset."""
+    present = {label for label in labels if has_label(label)}
+    if not present:
+        return ()
+    return CLASSES if present <= set(CLASSES) else tuple(sorted(present))
+
+
+def label_ids(labels: pd.Series, classes: Sequence[str] = CLASSES) -> torch.Tensor:
+    """Class names -> LongTensor (N,) of ``classes.index(label)``; no label -> NO_LABEL."""
+    return torch.tensor([list(classes).index(label) if has_label(label) else NO_LABEL
+                         for label in labels], dtype=torch.long)
 
 
 class ImageClassificationDataset(Dataset):
@@ -157,7 +176,8 @@ class ImageTextDataset(Dataset):
         self.image_paths = list(groups)
         self.rows = [np.asarray(groups[p]) for p in self.image_paths]
         self.captions = [frame["caption"].iloc[r].tolist() for r in self.rows]
-        self.labels = label_ids(frame["label"].iloc[[r[0] for r in self.rows]])
+        firsts = frame["label"].iloc[[r[0] for r in self.rows]]
+        self.labels = label_ids(firsts, dataset_classes(frame["label"]))
         self.tokens = tokenizer.encode(frame["caption"].tolist())
         self.cache = cache or ImageCache.shared(root, image_size)
         self.transform = build_transform(image_size, augment, config)

@@ -218,3 +218,14 @@ def outside_image(flickr8k: Path, label: str = "dog", per_class: int = 150) -> P
     if matches.empty:
         raise ValueError(f"{flickr8k}: no test image of class {label!r} outside the subset")
     return Path(flickr8k) / FLICKR_IMAGES / matches["image"].iloc[0]
+
+
+def flickr8k_frame(flickr8k: Path) -> tuple[pd.DataFrame, Path]:
+    """Flickr8k with its official split as a CLIP table: rows image_path (file name), label
+    ("": unlabelled), caption (all 5), split (train 6,000 / val 1,000 / test 1,000 images);
+    root = the image folder. Images in no official split (91) are left out."""
+    captions = read_flickr8k(Path(flickr8k))
+    kept = captions[captions["flickr_split"] != ""].sort_values(["image", "caption_index"])
+    frame = pd.DataFrame({"image_path": kept["image"], "label": "", "caption": kept["caption"],
+                          "split": kept["flickr_split"]})
+    return frame.reset_index(drop=True), Path(flickr8k) / FLICKR_IMAGES

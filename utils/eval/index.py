@@ -5,7 +5,7 @@ point to. It is stored inside CLIP checkpoints (as a dict of tensors and lists, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +13,13 @@ import torch
 
 from utils.core.common import autocast
 from utils.data.course import CLASSES
-from utils.data.datasets import ImageClassificationDataset, make_loader
+from utils.data.datasets import (
+    NO_LABEL,
+    ImageClassificationDataset,
+    dataset_classes,
+    label_ids,
+    make_loader,
+)
 from utils.eval.retrieval import evaluate_retrieval
 
 
@@ -23,15 +29,18 @@ def image_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def embed_images(model: torch.nn.Module, loader: torch.utils.data.DataLoader) -> torch.Tensor:
-    """Image embeddings of every batch (images first in each batch): -> (N, E) float32 on CPU."""
+def embed_images(model: torch.nn.Module, loader: torch.utils.data.DataLoader,
+                 text: bool = False) -> torch.Tensor:
+    """Image embeddings of every batch (images first in each batch): -> (N, E) float32 on CPU;
+    ``text``: the batches hold precomputed text features, embedded by the text tower."""
 
     model.eval()
     device = next(model.parameters()).device
+    encode = model.encode_text if text else model.encode_image
     chunks = []
     for batch in loader:
         with autocast(device):
-            chunks.append(model.encode_image(batch[0].to(device)).float().cpu())
+            chunks.append(encode(batch[0].to(device)).float().cpu())
     return torch.cat(chunks)
 
 
@@ -57,11 +66,12 @@ class GalleryIndex:
 
     image_embeds: torch.Tensor  # (N, E)
     image_paths: list[str]  # relative to the dataset root
-    image_labels: list[int]  # index in CLASSES
+    image_labels: list[int]  # index in class_names; NO_LABEL (-1): unlabelled
     image_splits: list[str]  # "train" | "val" | "test"
     text_embeds: torch.Tensor  # (T, E)
     captions: list[str]
     caption_images: list[int]  # row of each caption's image
+    class_names: list[str] = field(default_factory=lambda: list(CLASSES))  # [] if unlabelled
 
     def split(self, name: str) -> GalleryIndex:
         """The part whose images belong to split ``name`` (captions follow their images)."""
@@ -76,12 +86,13 @@ class GalleryIndex:
             text_embeds=self.text_embeds[texts],
             captions=[self.captions[t] for t in texts],
             caption_images=[new_row[self.caption_images[t]] for t in texts],
+            class_names=list(self.class_names),
         )
 
     def evaluate(self) -> dict:
         """Retrieval metrics of both directions and their chance levels (evaluate_retrieval)."""
         return evaluate_retrieval(self.image_embeds, self.text_embeds, self.caption_images,
-                                  self.image_labels)
+                                  self.image_labels if self.is_labelled() else None)
 
     def caption_labels(self) -> list[int]:
         """The class of each caption (its image's)."""
@@ -98,26 +109,42 @@ class GalleryIndex:
 
     @classmethod
     def from_dict(cls, data: dict) -> GalleryIndex:
-        """Rebuild from ``to_dict`` (or the same 7 keys of a project 0.1 checkpoint)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        """Rebuild from ``to_dict`` (or the 7 keys of a project 0.1 checkpoint: course classes)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    def is_labelled(self) -> bool:
+        """True when every image has a class (class precision and zero-shot make sense)."""
+        return bool(self.class_names) and NO_LABEL not in self.image_labels
+
+
+def feature_batches(features: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor]]:
+    """Precomputed encoder features (N,F) as batches [(features (B,F),), ...]."""
+    return [(chunk,) for chunk in features.split(batch_size)]
 
 
 def build_index(model: torch.nn.Module, tokenizer, frame: pd.DataFrame, root: Path,
-                image_size: int, batch_size: int = 64) -> GalleryIndex:
+                image_size: int, batch_size: int = 64, image_features: torch.Tensor | None = None,
+                text_features: torch.Tensor | None = None) -> GalleryIndex:
     """Gallery of every image and every caption of ``frame`` (rows: image_path, label, caption,
-    split), embedded by ``model``."""
+    split), embedded by ``model``; ``image_features`` (one row per image, in order of first
+    appearance) and ``text_features`` (one row per caption row) replace the frozen encoders."""
     images = image_frame(frame)
-    loader = make_loader(ImageClassificationDataset(images, root, image_size, augment=False),
-                         batch_size, shuffle=False, seed=0)
+    loader = feature_batches(image_features, batch_size) if image_features is not None else \
+        make_loader(ImageClassificationDataset(images, root, image_size, augment=False),
+                    batch_size, shuffle=False, seed=0)
     row_of = {path: i for i, path in enumerate(images["image_path"])}
+    classes = dataset_classes(frame["label"]) if "label" in frame else ()
+    labels = images["label"] if "label" in images else [None] * len(images)
     return GalleryIndex(
         image_embeds=embed_images(model, loader),
         image_paths=images["image_path"].tolist(),
-        image_labels=[CLASSES.index(label) for label in images["label"]],
+        image_labels=label_ids(labels, classes).tolist(),
         image_splits=images["split"].tolist(),
-        text_embeds=embed_texts(model, tokenizer, frame["caption"].tolist()),
+        text_embeds=embed_texts(model, tokenizer, frame["caption"].tolist()) if text_features
+        is None else embed_images(model, feature_batches(text_features, 256), text=True),
         captions=frame["caption"].tolist(),
         caption_images=[row_of[path] for path in frame["image_path"]],
+        class_names=list(classes),
     )
 
 
@@ -127,7 +154,8 @@ def least_similar_captions(index: GalleryIndex, n: int = 10) -> pd.DataFrame:
     scores = (index.text_embeds * index.image_embeds[images]).sum(dim=1)
     frame = pd.DataFrame({
         "image_path": [index.image_paths[i] for i in images],
-        "label": [CLASSES[index.image_labels[i]] for i in images],
+        "label": [index.class_names[index.image_labels[i]] if index.image_labels[i] >= 0
+                  else "" for i in images],
         "caption": index.captions,
         "score": scores.numpy(),
     })

@@ -131,10 +131,21 @@ def plot_text_results(results: list[tuple[str, str, float]], image, title: str =
     return save_figure(fig, name)
 
 
+def skipped_without_labels(labels: list[int], figure: str) -> bool:
+    """True, and a printed note, when some item has no class (NO_LABEL): the figure needs them."""
+    if len(labels) and min(labels) >= 0:
+        return False
+    print(f"{figure}: skipped, the dataset has no class labels")
+    return True
+
+
 def plot_similarity_matrix(similarity: np.ndarray, text_labels: list[int],
                            image_labels: list[int], classes: tuple[str, ...],
-                           name: str | None = None) -> Figure:
-    """Heatmap of caption x image cosine similarities (T,N), both sorted by class."""
+                           name: str | None = None) -> Figure | None:
+    """Heatmap of caption x image cosine similarities (T,N), both sorted by class (None and
+    skipped without labels)."""
+    if skipped_without_labels(image_labels, "similarity matrix sorted by class"):
+        return None
     rows = np.argsort(np.asarray(text_labels), kind="stable")
     cols = np.argsort(np.asarray(image_labels), kind="stable")
     fig, ax = plt.subplots(figsize=(6.2, 5.2))
@@ -155,8 +166,12 @@ def plot_similarity_matrix(similarity: np.ndarray, text_labels: list[int],
 
 def plot_embedding_projection(image_embeds: np.ndarray, text_embeds: np.ndarray,
                               image_labels: list[int], text_labels: list[int],
-                              classes: tuple[str, ...], name: str | None = None) -> Figure:
-    """PCA (fitted on images and texts together) of both embeddings, coloured by class."""
+                              classes: tuple[str, ...], name: str | None = None
+                              ) -> Figure | None:
+    """PCA (fitted on images and texts together) of both embeddings, coloured by class (None
+    and skipped without labels)."""
+    if skipped_without_labels(image_labels, "PCA coloured by class"):
+        return None
 
     points = PCA(n_components=2, random_state=0).fit_transform(
         np.concatenate([image_embeds, text_embeds]))

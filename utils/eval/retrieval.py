@@ -51,14 +51,15 @@ def class_precision_at_k(similarity: torch.Tensor, query_labels: Sequence[int],
 
 
 def retrieval_metrics(similarity: torch.Tensor, relevant: torch.Tensor,
-                      query_labels: Sequence[int], gallery_labels: Sequence[int],
-                      ks: Sequence[int] = RECALL_KS) -> dict[str, float]:
-    """R@k, median rank and class precision@5 of one retrieval direction (rates in [0, 1])."""
+                      query_labels: Sequence[int] | None, gallery_labels: Sequence[int] | None,
+                      ks: Sequence[int] = RECALL_KS) -> dict[str, float | None]:
+    """R@k, median rank and class precision@5 of one retrieval direction (rates in [0, 1]);
+    class precision is None without labels."""
     ranks = first_relevant_rank(similarity, relevant)
     metrics = {f"R@{k}": recall_at_k(ranks, k) for k in ks}
     metrics["median_rank"] = float(np.median(ranks.numpy()))
-    metrics[f"class_precision@{PRECISION_K}"] = class_precision_at_k(
-        similarity, query_labels, gallery_labels)
+    metrics[f"class_precision@{PRECISION_K}"] = None if query_labels is None else \
+        class_precision_at_k(similarity, query_labels, gallery_labels)
     return metrics
 
 
@@ -78,9 +79,9 @@ def chance_median_rank(n_gallery: int, n_relevant: int) -> float:
     return float(n_gallery)
 
 
-def chance_metrics(relevant: torch.Tensor, query_labels: Sequence[int],
-                   gallery_labels: Sequence[int], ks: Sequence[int] = RECALL_KS
-                   ) -> dict[str, float]:
+def chance_metrics(relevant: torch.Tensor, query_labels: Sequence[int] | None,
+                   gallery_labels: Sequence[int] | None, ks: Sequence[int] = RECALL_KS
+                   ) -> dict[str, float | None]:
     """What a random ranking scores on average, with the same keys as retrieval_metrics."""
     n_gallery = relevant.shape[1]
     n_relevant = relevant.sum(dim=1).tolist()
@@ -88,9 +89,11 @@ def chance_metrics(relevant: torch.Tensor, query_labels: Sequence[int],
                for k in ks}
     metrics["median_rank"] = float(np.median([chance_median_rank(n_gallery, r)
                                               for r in n_relevant]))
-    gallery = np.asarray(list(gallery_labels))
-    shares = [(gallery == label).mean() for label in query_labels]
-    metrics[f"class_precision@{PRECISION_K}"] = float(np.mean(shares))
+    metrics[f"class_precision@{PRECISION_K}"] = None
+    if query_labels is not None:
+        gallery = np.asarray(list(gallery_labels))
+        shares = [(gallery == label).mean() for label in query_labels]
+        metrics[f"class_precision@{PRECISION_K}"] = float(np.mean(shares))
     return metrics
 
 
@@ -101,14 +104,15 @@ def relevance_matrix(query_items: Sequence[int], gallery_items: Sequence[int]) -
 
 
 def evaluate_retrieval(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
-                       text_image: Sequence[int], image_labels: Sequence[int]) -> dict:
+                       text_image: Sequence[int], image_labels: Sequence[int] | None) -> dict:
     """Both directions + their chance levels: image_embeds (N, E), text_embeds (T, E).
 
     text_image[t] is the row of caption t's image in image_embeds. Text -> image: the caption's
     own image is the one right answer. Image -> text: a hit is ANY caption of that image.
+    ``image_labels`` None (an unlabelled dataset): class precision is None.
     """
     similarity = text_embeds.float() @ image_embeds.float().T  # (T, N)
-    text_labels = [image_labels[i] for i in text_image]
+    text_labels = None if image_labels is None else [image_labels[i] for i in text_image]
     t2i_relevant = relevance_matrix(text_image, range(len(image_embeds)))
     i2t_relevant = t2i_relevant.T
     return {

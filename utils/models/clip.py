@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import nn
 
@@ -51,12 +54,14 @@ class ClipConfig:
 
     seed: int = 0  # seeds weights, caption draws, augmentation and shuffling
     embed_dim: int = 128  # size of the shared image-text space (both projections end here)
+    projection_hidden: int = 0  # 0: Linear projections (the course's); > 0: 2-layer GELU MLPs
     image_source: str = "checkpoint"  # "checkpoint" (01_cnn.pt) | "scratch" | "efficientnet_lite0"
     text_source: str = "checkpoint"  # "checkpoint" (02_smallbert.pt encoder) | "scratch"
     text_tower: str = "smallbert"  # "smallbert" | "hf" (pretrained transformer: pretrained_text)
     freeze_image: bool = False  # freeze the image encoder (its projection still trains)
     freeze_text: bool = False  # freeze the text encoder (its projection still trains)
     captions_per_image: int = 1  # 1: the course subset; 5: Flickr8k's five captions per image
+    dataset: str = "course"  # "course" | "flickr8k" (official split) | a CSV/TSV/JSONL file
     image_size: int | None = None  # None: the image tower's size (128 step-1 CNN, 224 pretrained)
     augment: bool = True  # crop/flip/colour jitter on training images (trainable image encoder)
     batch_size: int = 32  # image-text pairs per batch: each pair has batch_size - 1 negatives
@@ -116,13 +121,33 @@ def scaled_similarity(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
     return logit_scale * image_embeds @ text_embeds.T
 
 
+def gather_embeddings(embeds: torch.Tensor) -> torch.Tensor:
+    """Several processes (DDP): this process's (B,E) -> every process's (W*B,E) in rank order,
+    the gradient flowing back to each process's own rows (as open_clip's gather_with_grad);
+    one process: ``embeds`` unchanged."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return embeds
+    with warnings.catch_warnings():  # torch 2.14 flags it deprecated; its successor is private
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(dist_nn.all_gather(embeds.contiguous()))
+
+
 class ClipLoss(nn.Module):
-    """Symmetric cross-entropy: pair i is the right answer of row i AND of column i."""
+    """Symmetric cross-entropy: pair i is the right answer of row i AND of column i. Under DDP
+    the embeddings of every process are gathered first: each pair meets the negatives of the
+    whole global batch, and every process computes the same loss as one process would."""
 
     def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
                 logit_scale: torch.Tensor | float) -> torch.Tensor:
         """Normalised embeddings (B,E), (B,E) and the scale -> scalar loss."""
-        return self.from_logits(scaled_similarity(image_embeds, text_embeds, logit_scale))
+        logits = scaled_similarity(*self.gather(image_embeds, text_embeds), logit_scale)
+        return self.from_logits(logits)
+
+    @staticmethod
+    def gather(image_embeds: torch.Tensor, text_embeds: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both (B,E) -> (W*B,E) of all processes (unchanged in a single process)."""
+        return gather_embeddings(image_embeds), gather_embeddings(text_embeds)
 
     @staticmethod
     def from_logits(logits_per_image: torch.Tensor) -> torch.Tensor:
@@ -133,6 +158,15 @@ class ClipLoss(nn.Module):
         return (image_to_text + text_to_image) / 2
 
 
+def make_projection(in_features: int, config: ClipConfig) -> nn.Module:
+    """Encoder features (B,F) -> (B,embed_dim): a Linear, or Linear-GELU-Linear when
+    ``config.projection_hidden`` > 0."""
+    if config.projection_hidden <= 0:
+        return nn.Linear(in_features, config.embed_dim)
+    return nn.Sequential(nn.Linear(in_features, config.projection_hidden), nn.GELU(),
+                         nn.Linear(config.projection_hidden, config.embed_dim))
+
+
 class ClipModel(nn.Module):
     """Two towers (encoder + Linear projection) into one L2-normalised space, plus the loss."""
 
@@ -141,8 +175,8 @@ class ClipModel(nn.Module):
         self.config = config
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        self.image_projection = nn.Linear(image_encoder.out_features, config.embed_dim)
-        self.text_projection = nn.Linear(text_encoder.out_features, config.embed_dim)
+        self.image_projection = make_projection(image_encoder.out_features, config)
+        self.text_projection = make_projection(text_encoder.out_features, config)
         # Log-parameterised so the scale stays positive and its updates are relative.
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.init_logit_scale)))
         self.loss_fn = ClipLoss()
@@ -173,14 +207,19 @@ class ClipModel(nn.Module):
         return F.normalize(self.image_projection(features).float(), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token ids (B,L) -> unit embeddings (B,E)."""
-        return F.normalize(self.text_projection(self.text_encoder(tokens)).float(), dim=-1)
+        """Token ids (B,L) -> unit embeddings (B,E); precomputed encoder features (B,D) (float)
+        too."""
+        features = tokens if tokens.is_floating_point() else self.text_encoder(tokens)
+        return F.normalize(self.text_projection(features).float(), dim=-1)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """A batch of B matching pairs -> embeddings (B,E), logits (B,B) and the loss."""
         image_embeds, text_embeds = self.encode_image(images), self.encode_text(tokens)
+        # Training under DDP: the logits of the global batch (evaluation stays per process).
+        pairs = self.loss_fn.gather(image_embeds, text_embeds) if self.training else \
+            (image_embeds, text_embeds)
         with torch.autocast(image_embeds.device.type, enabled=False):  # loss in float32
-            logits = scaled_similarity(image_embeds, text_embeds, self.logit_scale)
+            logits = scaled_similarity(*pairs, self.logit_scale)
         return {"image_embeds": image_embeds, "text_embeds": text_embeds,
                 "logits_per_image": logits, "loss": self.loss_fn.from_logits(logits)}
 

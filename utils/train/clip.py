@@ -14,9 +14,11 @@ from utils.core.common import autocast, get_device
 from utils.data.course import keep_first_images, load_dataset
 from utils.data.datasets import ImageTextDataset, make_loader
 from utils.data.fetch import ensure_dataset
-from utils.data.flickr8k import build_subset
+from utils.data.flickr8k import build_subset, flickr8k_frame
+from utils.data.generic import load_table_dataset
 from utils.eval.retrieval import first_relevant_rank, recall_at_k
 from utils.models.clip import ClipConfig, ClipModel
+from utils.train.distributed import distributed_loader, is_distributed, unwrap, wrap_ddp
 from utils.train.features import CachedFeatures, encode_dataset
 from utils.train.loop import EarlyStopping, best_epoch, fit
 
@@ -33,10 +35,18 @@ def clip_data_root(config: ClipConfig) -> Path:
 
 
 def load_clip_frame(config: ClipConfig) -> tuple[pd.DataFrame, Path]:
-    """(rows image_path, label, caption, split; dataset root) for this config."""
+    """(rows image_path, label, caption, split; dataset root) of ``config.dataset``: the course
+    subset, Flickr8k's official split, or a table file (utils.data.generic; label "" when
+    the dataset has none)."""
 
-    root = clip_data_root(config)
-    return keep_first_images(load_dataset(root), config.max_images_per_split), root
+    if config.dataset == "course":
+        root = clip_data_root(config)
+        frame = load_dataset(root)
+    elif config.dataset == "flickr8k":
+        frame, root = flickr8k_frame(paths.flickr8k_dir())
+    else:
+        frame, root = load_table_dataset(Path(config.dataset))
+    return keep_first_images(frame, config.max_images_per_split), root
 
 
 def make_clip_dataset(model: ClipModel, tokenizer, frame: pd.DataFrame, root: Path,
@@ -66,8 +76,12 @@ def make_clip_loaders(model: ClipModel, tokenizer, frame: pd.DataFrame, root: Pa
         dataset = make_clip_dataset(model, tokenizer, rows, root, train=split == "train")
         train = split == "train"
         # Training drops a ragged last batch: a pair alone in its batch has no negative.
-        loaders.append(make_loader(dataset, config.batch_size, shuffle=train, seed=config.seed,
-                                   drop_last=train and len(dataset) > config.batch_size))
+        drop_last = train and len(dataset) > config.batch_size
+        if train and is_distributed():  # torchrun: this process's shard of the global batch
+            loaders.append(distributed_loader(dataset, config.batch_size, config.seed, drop_last))
+        else:
+            loaders.append(make_loader(dataset, config.batch_size, shuffle=train,
+                                       seed=config.seed, drop_last=drop_last))
     return loaders[0], loaders[1]
 
 
@@ -132,7 +146,9 @@ def train_clip(model: ClipModel, train_loader: DataLoader, val_loader: DataLoade
     optimizer = torch.optim.AdamW(parameter_groups(model))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     stopper = EarlyStopping(*MONITOR, patience=config.patience)
-    return fit(model, train_loader, clip_step, lambda m: validate_clip(m, val_loader, device),
+    trained = wrap_ddp(model)  # several processes (torchrun): DDP; one process: the model
+    return fit(trained, train_loader, clip_step,
+               lambda m: validate_clip(unwrap(m), val_loader, device),
                optimizer, scheduler, stopper, config.epochs, device)
 
 

@@ -7,15 +7,19 @@ cached features instead of running the encoder again.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from utils.core.common import autocast, get_device, make_generator
-from utils.data.datasets import make_loader
+from utils.core import paths
+from utils.core.common import atomic_path, autocast, get_device, make_generator
+from utils.data.datasets import ImageTextDataset, make_loader
 from utils.train.loop import batch_count, limit
 
 
@@ -69,3 +73,64 @@ def feature_loader(dataset: TensorDataset, batch_size: int, shuffle: bool, seed:
     """A seeded DataLoader over cached features."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                       generator=make_generator(seed))
+
+
+class PrecomputedPairs(Dataset):
+    """An ImageTextDataset whose images AND captions are replaced by precomputed encoder
+    features (no image decoded): item = (image features (F,), caption features (D,), index);
+    the caption is drawn per epoch as ImageTextDataset draws it."""
+
+    def __init__(self, dataset: ImageTextDataset, image_features: torch.Tensor,
+                 text_features: torch.Tensor):
+        self.dataset, self.image_features = dataset, image_features
+        self.text_features = text_features  # (rows of the dataset's frame, D)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """-> (image features (F,), caption features (D,), image index)."""
+        row = self.dataset.caption_row(index)
+        return self.image_features[index], self.text_features[row], index
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the captions of another epoch (forwarded to the wrapped dataset)."""
+        self.dataset.set_epoch(epoch)
+
+
+@torch.no_grad()
+def encode_tokens(encoder: nn.Module, tokens: torch.Tensor, batch_size: int = 256
+                  ) -> torch.Tensor:
+    """A frozen text encoder over token ids (T,L) -> features (T,D) float32, in batches of
+    similar length (less padding to run through the transformer), rows in the input order."""
+    device = next(encoder.parameters()).device
+    encoder.eval()
+    order = torch.argsort((tokens != 0).sum(dim=1), stable=True)
+    out = torch.empty(0)
+    starts = range(0, len(tokens), batch_size)
+    for start in tqdm(starts, desc="text features", file=sys.stdout, mininterval=5.0):
+        rows = order[start:start + batch_size]
+        with autocast(device):
+            vectors = encoder(tokens[rows].to(device)).float().cpu()
+        if out.numel() == 0:
+            out = torch.empty(len(tokens), vectors.shape[1])
+        out[rows] = vectors
+    return out
+
+
+def text_cache_path(name: str, tokens: torch.Tensor) -> Path:
+    """Where the features of these token ids by the encoder ``name`` are cached."""
+    key = hashlib.sha1(json.dumps(name).encode() + tokens.numpy().tobytes()).hexdigest()[:12]
+    return paths.data_dir() / "cache" / "features" / f"text_{key}.pt"
+
+
+def cached_text_features(encoder: nn.Module, tokens: torch.Tensor, name: str) -> torch.Tensor:
+    """Features (T,D) of a frozen text encoder over token ids (T,L): read from the cache, else
+    computed once and cached (``name`` describes the encoder: model, pooling, weights)."""
+    path = text_cache_path(name, tokens)
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    features = encode_tokens(encoder, tokens)
+    with atomic_path(path) as tmp:
+        torch.save(features, tmp)
+    return features

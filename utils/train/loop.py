@@ -122,6 +122,8 @@ def fit(model: nn.Module, train_loader: DataLoader, step: Step,
     for epoch in range(1, epochs + 1):
         if hasattr(train_loader.dataset, "set_epoch"):
             train_loader.dataset.set_epoch(epoch)  # e.g. a new caption per image each epoch
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)  # several processes: reshuffle their shards
         # A manual bar on stdout (not tqdm(loader)): one line per epoch in Jupyter and the PDF.
         bar = tqdm(total=batch_count(train_loader, limit_batches), file=sys.stdout,
                    desc=f"epoch {epoch}/{epochs}", mininterval=1.0)

@@ -1,0 +1,51 @@
+"""Notebook 08's pieces: variant configs, the comparison with the published anchors, and the
+claim its checkpoint rests on: the frozen Lite0 trunk of a rebuilt CLIP gives, from the
+pixels, the features that the training read from the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils.data.datasets import build_transform, image_pixels
+from utils.data.flickr8k import flickr8k_image_files
+from utils.experiments.benchmark import ANCHORS, BenchmarkConfig, beats, variant_config
+from utils.models.clip import build_clip
+from utils.models.features import image_features
+
+
+def test_unknown_variants_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="unknown \\['resnet'\\]"):
+        BenchmarkConfig(variants=("pretrained", "resnet"))
+
+
+def test_variants_use_flickr8k_with_five_captions() -> None:
+    pretrained = variant_config(BenchmarkConfig(), "pretrained")
+    scratch = variant_config(BenchmarkConfig(), "scratch")
+    assert pretrained.dataset == scratch.dataset == "flickr8k"
+    assert pretrained.captions_per_image == 5 and pretrained.freeze_image
+    assert pretrained.pretrained_text.model == "minilm-l6-packaged"
+    assert (scratch.image_source, scratch.text_source) == ("scratch", "scratch")
+
+
+def test_beats_compares_each_recall_with_the_anchor() -> None:
+    kiros = ANCHORS["Kiros et al. 2014"]
+    figures = {way: {k: v + 0.01 for k, v in kiros[way].items()} for way in kiros}
+    figures["text_to_image"]["R@5"] = kiros["text_to_image"]["R@5"]  # a tie does not beat
+    verdict = beats(figures)
+    assert sum(verdict.values()) == 5 and not verdict["text_to_image R@5"]
+
+
+def test_the_rebuilt_trunk_gives_the_cached_features(flickr8k_dir: Path) -> None:
+    files = flickr8k_image_files(flickr8k_dir)[:4]
+    cached = image_features(files).pooled
+    model, _ = build_clip(variant_config(BenchmarkConfig(), "pretrained"))
+    transform = build_transform(model.config.image_size, augment=False)
+    pixels = torch.stack([transform(image_pixels(f, model.config.image_size)) for f in files])
+    with torch.no_grad():
+        from_pixels = model.image_encoder.eval()(pixels)
+    diff = float((from_pixels - cached).abs().max())
+    print(f"max |trunk(pixels) - cached pooled| = {diff:.2e}")
+    assert diff < 1e-4

@@ -1,0 +1,218 @@
+"""Notebook 08: CLIP on Flickr8k under the standard protocol, beside published figures.
+
+Train on the 6,000 official training images with all 5 captions (one drawn per image and
+epoch, never two captions of one image in a batch), keep the epoch of the best R@5 on the
+1,000 dev images, and evaluate on the 1,000 test images x 5,000 captions. Variants:
+
+* ``scratch``: step 1's CNN and step 2's SmallBERT, both from random weights, trained end to end;
+* ``pretrained``: EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2, both frozen, with trained
+  projections. The frozen encoders run once: the image features come from the shared cache of
+  the 8,091 Flickr8k images (``utils.models.features``), the caption features from a cache of
+  their own. The checkpoint still rebuilds from its config alone: its image tower is the
+  Lite0 trunk (``image_source="efficientnet_lite0"``, frozen), whose pooled output is exactly
+  the cached ``pooled`` features, and its text tower is MiniLM, so the search page embeds new
+  images and queries with the same towers;
+* ``pretrained_full`` (on a GPU): the same towers trained end to end on the decoded images.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+import torch
+
+from utils.core.common import count_parameters, seed_everything
+from utils.core.pretrained import PretrainedTextConfig
+from utils.data.datasets import ImageTextDataset, make_loader
+from utils.data.flickr8k import flickr8k_image_files
+from utils.eval.index import GalleryIndex, build_index, image_frame
+from utils.eval.retrieval import RECALL_KS
+from utils.eval.zero_shot import evaluate_clip
+from utils.models.clip import ClipConfig, ClipModel, build_clip
+from utils.models.features import image_features
+from utils.train.clip import MONITOR, make_clip_loaders, train_clip
+from utils.train.features import PrecomputedPairs, cached_text_features
+from utils.train.loop import TrainedRun, best_epoch
+
+BENCHMARK_CHECKPOINT = "08_flickr8k_clip.pt"
+VARIANTS = ("scratch", "pretrained", "pretrained_full")
+# Published 1K-test figures (rates): Kiros, Salakhutdinov & Zemel 2014 (Unifying visual-semantic
+# embeddings, OxfordNet features) and CLIP ViT-B/32 zero-shot (Radford et al. 2021).
+ANCHORS = {
+    "Kiros et al. 2014": {"image_to_text": {"R@1": 0.180, "R@5": 0.409, "R@10": 0.550},
+                          "text_to_image": {"R@1": 0.125, "R@5": 0.370, "R@10": 0.515}},
+    "CLIP ViT-B/32 zero-shot": {"image_to_text": {"R@1": 0.682, "R@5": 0.884, "R@10": 0.946},
+                                "text_to_image": {"R@1": 0.511, "R@5": 0.779, "R@10": 0.864}},
+}
+MINILM = "minilm-l6-packaged"
+
+
+@dataclass
+class BenchmarkConfig:
+    """Settings of notebook 08 (each variant's ClipConfig is derived from them)."""
+
+    seed: int = 0  # seeds weights, caption draws and shuffling
+    variants: tuple[str, ...] = ("pretrained", "scratch")  # among VARIANTS
+    max_images_per_split: int = 0  # 0: the official 6,000 / 1,000 / 1,000; smoke: a few
+    embed_dim: int = 256  # shared space of every variant
+    pretrained_epochs: int = 40  # frozen towers: an epoch is a few MLP steps (seconds)
+    pretrained_batch_size: int = 256  # pairs per batch (255 negatives each)
+    projection_hidden: int = 0  # pretrained variant: 0 Linear projections, > 0 MLP width (dev
+    # R@5 on the 1,000 dev images, 2-core CPU: Linear 0.427, MLP 1024 0.413)
+    pretrained_lr: float = 1e-3  # AdamW lr of the projections and the logit scale
+    scratch_epochs: int = 6  # the from-scratch towers decode and train on every image
+    scratch_batch_size: int = 64  # pairs per batch of the from-scratch variant
+    scratch_image_size: int = 96  # from-scratch CNN input (the course's 128 costs 1.8x more)
+    full_epochs: int = 8  # pretrained_full (GPU): towers trained end to end
+    patience: int = 5  # epochs without a better dev R@5 before stopping
+
+    SMOKE: ClassVar[dict] = {"max_images_per_split": 16, "pretrained_epochs": 1,
+                             "scratch_epochs": 1, "full_epochs": 1, "pretrained_batch_size": 8,
+                             "scratch_batch_size": 8}
+
+    def __post_init__(self) -> None:
+        """Reject unknown variant names, naming the valid ones."""
+        self.variants = tuple(self.variants)
+        unknown = sorted(set(self.variants) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"BenchmarkConfig.variants: unknown {unknown}; choose among "
+                             f"{VARIANTS}")
+
+
+def variant_config(config: BenchmarkConfig, variant: str) -> ClipConfig:
+    """The ClipConfig of one variant on Flickr8k (official split, 5 captions per image)."""
+    common = {"seed": config.seed, "dataset": "flickr8k", "captions_per_image": 5,
+              "embed_dim": config.embed_dim, "patience": config.patience,
+              "max_images_per_split": config.max_images_per_split, "compare_variants": False}
+    if variant == "scratch":
+        return ClipConfig(**common, image_source="scratch", text_source="scratch",
+                          image_size=config.scratch_image_size, epochs=config.scratch_epochs,
+                          batch_size=config.scratch_batch_size)
+    towers = {"image_source": "efficientnet_lite0", "text_tower": "hf",
+              "pretrained_text": PretrainedTextConfig(model=MINILM)}
+    if variant == "pretrained":
+        return ClipConfig(**common, **towers, freeze_image=True, freeze_text=True,
+                          augment=False, projection_hidden=config.projection_hidden,
+                          lr=config.pretrained_lr, epochs=config.pretrained_epochs,
+                          batch_size=config.pretrained_batch_size)
+    full_text = PretrainedTextConfig(model=MINILM, freeze="none")
+    return ClipConfig(**common, **{**towers, "pretrained_text": full_text},
+                      projection_hidden=config.projection_hidden, epochs=config.full_epochs,
+                      batch_size=config.pretrained_batch_size // 2, encoder_lr_scale=0.05)
+
+
+def variant_image_features(frame: pd.DataFrame, root: Path, whole: bool) -> torch.Tensor:
+    """Pooled Lite0 features (N,1280) of the frame's images, in order of first appearance:
+    from the shared cache of all Flickr8k images (``whole``), else of these images only."""
+    names = image_frame(frame)["image_path"].tolist()
+    files = flickr8k_image_files(root.parent) if whole else [root / n for n in sorted(names)]
+    features = image_features(files)
+    return features.pooled[features.rows(names)].float()
+
+
+def frozen_text_features(model: ClipModel, tokenizer, frame: pd.DataFrame) -> torch.Tensor:
+    """Frozen text tower features (T,D) of every caption row of ``frame`` (cached on disk)."""
+    name = json.dumps(asdict(model.text_encoder.config), sort_keys=True)
+    tokens = tokenizer.encode(frame["caption"].tolist())
+    return cached_text_features(model.text_encoder, tokens, name)
+
+
+def precomputed_loader(model: ClipModel, tokenizer, frame: pd.DataFrame, root: Path,
+                       features: tuple[torch.Tensor, torch.Tensor], split: str):
+    """A loader of (image features, caption features, index) over one split of ``frame``."""
+    config = model.config
+    rows = frame[frame["split"] == split]
+    dataset = ImageTextDataset(rows, root, tokenizer, config.image_size, False, config.seed)
+    image_rows = image_frame(frame)["image_path"].tolist()
+    where = {path: i for i, path in enumerate(image_rows)}
+    images = features[0][[where[path] for path in dataset.image_paths]]
+    pairs = PrecomputedPairs(dataset, images, features[1][rows.index.tolist()])
+    train = split == "train"
+    return make_loader(pairs, config.batch_size, shuffle=train, seed=config.seed,
+                       drop_last=train and len(pairs) > config.batch_size)
+
+
+def train_variant(clip_config: ClipConfig, frame: pd.DataFrame, root: Path
+                  ) -> tuple[TrainedRun, tuple | None]:
+    """Build and train one variant -> (the run, its precomputed (image, text) features or
+    None when the towers read images and tokens)."""
+    seed_everything(clip_config.seed)
+    start = time.perf_counter()
+    model, tokenizer = build_clip(clip_config, frame=frame)
+    features = None
+    if model.config.freeze_image and model.config.freeze_text:
+        whole = clip_config.max_images_per_split == 0
+        features = (variant_image_features(frame, root, whole),
+                    frozen_text_features(model, tokenizer, frame))
+        loaders = [precomputed_loader(model, tokenizer, frame, root, features, split)
+                   for split in ("train", "val")]
+    else:
+        loaders = make_clip_loaders(model, tokenizer, frame, root)
+    history = train_clip(model, *loaders)
+    run = TrainedRun(model, model.config, history, time.perf_counter() - start,
+                     best_epoch(history, *MONITOR), tokenizer=tokenizer)
+    return run, features
+
+
+def variant_index(run: TrainedRun, frame: pd.DataFrame, root: Path, features: tuple | None
+                  ) -> GalleryIndex:
+    """The gallery of ``frame`` embedded by a trained variant (precomputed features if any)."""
+    image, text = features if features is not None else (None, None)
+    return build_index(run.model, run.tokenizer, frame, root, run.model.config.image_size,
+                       image_features=image, text_features=text)
+
+
+def benchmark_figures(result: dict, index: GalleryIndex) -> dict:
+    """evaluate_clip's result -> the benchmark's figures: R@1/5/10 and median rank per
+    direction, and the test gallery's size."""
+    figures = {way: {key: result[way][key] for key in [*(f"R@{k}" for k in RECALL_KS),
+                                                       "median_rank"]}
+               for way in ("text_to_image", "image_to_text")}
+    return {**figures, "n_images": len(index.image_paths), "n_captions": len(index.captions)}
+
+
+def variant_row(run: TrainedRun, test: dict) -> dict:
+    """One variant's entry of the metrics file: test figures, epochs, time, size, config."""
+    return {"test": test, "train_time_s": round(run.seconds, 1), "epochs_run": len(run.history),
+            "best_epoch": run.best_epoch,
+            "best_val_R5": max(h["val_R@5"] for h in run.history),
+            "trainable_parameters": count_parameters(run.model)["trainable"],
+            "config": asdict(run.model.config)}
+
+
+def run_variant(config: BenchmarkConfig, variant: str, frame: pd.DataFrame, root: Path
+                ) -> tuple[TrainedRun, GalleryIndex, dict]:
+    """Train one variant, embed the gallery, evaluate on the test split -> (run, index,
+    evaluate_clip's nested test result)."""
+    run, features = train_variant(variant_config(config, variant), frame, root)
+    index = variant_index(run, frame, root, features)
+    return run, index, evaluate_clip(run.model, run.tokenizer, index, "test")
+
+
+def figures_table(variants: dict[str, dict]) -> pd.DataFrame:
+    """Variants and published anchors side by side: R@k per direction (rates), median rank."""
+    rows = {name: entry["test"] for name, entry in variants.items()}
+    rows.update(ANCHORS)
+    table = {}
+    for name, figures in rows.items():
+        table[name] = {f"{short} {key}": figures[way].get(key)
+                       for way, short in (("image_to_text", "i2t"), ("text_to_image", "t2i"))
+                       for key in (*(f"R@{k}" for k in RECALL_KS), "median_rank")}
+    return pd.DataFrame.from_dict(table, orient="index")
+
+
+def beats(figures: dict, anchor: str = "Kiros et al. 2014") -> dict[str, bool]:
+    """For each of the six R@k: does ``figures`` beat the anchor's published value?"""
+    return {f"{way} R@{k}": figures[way][f"R@{k}"] > ANCHORS[anchor][way][f"R@{k}"]
+            for way in ("image_to_text", "text_to_image") for k in RECALL_KS}
+
+
+def default_variants(config: BenchmarkConfig) -> tuple[str, ...]:
+    """The variants to run: the config's, plus the end-to-end one when a GPU is there."""
+    extra = ("pretrained_full",) if torch.cuda.is_available() else ()
+    return tuple(dict.fromkeys((*config.variants, *extra)))

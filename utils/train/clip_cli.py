@@ -1,0 +1,97 @@
+"""Train a CLIP from the command line, on one process or several (``torchrun``)::
+
+    python -m utils.train.clip_cli --dataset flickr8k --set image_source=scratch
+    torchrun --standalone --nproc_per_node=2 -m utils.train.clip_cli --dataset FILE.csv ...
+    make train-ddp NPROC=2 DATASET=flickr8k ARGS="--set epochs=3"
+
+``--dataset``: "course", "flickr8k" or a CSV/TSV/JSONL table (utils.data.generic); ``--set
+FIELD=VALUE`` changes any ClipConfig field (VALUE read as JSON when it parses, else a string);
+``--smoke`` applies ClipConfig.SMOKE. ``batch_size`` is the global batch, split over the
+processes. Rank 0 evaluates on the test split and writes the checkpoint (default
+models/clip_cli.pt) and prints the test figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from utils.core import paths
+from utils.core.common import make_config, seed_everything
+from utils.eval.index import build_index
+from utils.eval.zero_shot import evaluate_clip
+from utils.models.clip import ClipConfig, build_clip, save_clip
+from utils.train.clip import best_clip_epoch, load_clip_frame, make_clip_loaders, train_clip
+from utils.train.distributed import close_distributed, init_distributed, is_main_process, world_size
+
+
+def parse_value(text: str):
+    """A --set value: JSON when it parses (numbers, true, lists), else the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Arguments of ``python -m utils.train.clip_cli``."""
+    parser = argparse.ArgumentParser(prog="python -m utils.train.clip_cli",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="course", help="course | flickr8k | a table file")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a ClipConfig field (repeatable)")
+    parser.add_argument("--smoke", action="store_true", help="a few images, one epoch")
+    parser.add_argument("--out", type=Path, default=None, help="checkpoint to write")
+    return parser.parse_args(argv)
+
+
+def overrides_of(args: argparse.Namespace) -> dict:
+    """ClipConfig overrides from --dataset and every --set FIELD=VALUE."""
+    values = {"dataset": args.dataset}
+    for item in args.set:
+        field, equal, value = item.partition("=")
+        if not equal:
+            raise SystemExit(f"--set {item!r}: write FIELD=VALUE, e.g. --set epochs=3")
+        values[field.strip()] = parse_value(value)
+    return values
+
+
+def train_and_save(config: ClipConfig, out: Path) -> dict | None:
+    """Train on this process's shard; rank 0 evaluates and saves -> the test result (rank 0)."""
+    seed_everything(config.seed)
+    frame, root = load_clip_frame(config)
+    model, tokenizer = build_clip(config, frame=frame)
+    history = train_clip(model, *make_clip_loaders(model, tokenizer, frame, root))
+    if not is_main_process():
+        return None
+    index = build_index(model, tokenizer, frame, root, model.config.image_size)
+    test = evaluate_clip(model, tokenizer, index, "test")
+    save_clip(out, model, tokenizer, best_clip_epoch(history),
+              {"test": test, "history": history}, index)
+    return test
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one process, or one of ``torchrun``'s."""
+    args = parse_args(argv)
+    start = time.perf_counter()
+    init_distributed()
+    try:
+        config = make_config(ClipConfig, args.smoke, overrides_of(args))
+        out = args.out or paths.model_path("clip_cli.pt")
+        test = train_and_save(config, out)
+    finally:
+        processes = world_size()
+        close_distributed()
+    if test is not None:
+        for way in ("text_to_image", "image_to_text"):
+            print(way, {k: round(v, 3) for k, v in test[way].items() if v is not None})
+        print(f"{out}: {processes} process(es), {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
