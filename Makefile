@@ -40,6 +40,7 @@ check: setup  ## check a hand-in zip: make check ZIP=1.zip (default: <group of t
 
 app: setup  ## the search page on http://127.0.0.1:$(APP_PORT) over models/*.pt (after make run)
 	APP_PORT=$(APP_PORT) $(BIN)/python -m utils.app
+
 NPROC ?= 2
 DATASET ?= course
 train-ddp: setup  ## CLIP on NPROC processes (DDP): make train-ddp NPROC=2 DATASET=flickr8k ARGS=...
