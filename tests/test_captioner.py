@@ -9,7 +9,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
 from utils.data.captions import SPECIALS, Vocabulary, tokenize_caption
-from utils.eval.captioning import CLIP_WEIGHT, caption_scores, clip_scores
+from utils.eval.captioning import CLIP_WEIGHT, caption_scores, clip_scores, java_missing_reason
 from utils.models.captioner import (
     AttentionCaptioner,
     CaptionerConfig,
@@ -102,12 +102,14 @@ def test_decoder_step_and_teacher_forcing_have_the_documented_shapes():
     assert loss > cross_entropy > 0
 
 
+@pytest.mark.slow  # trains a small captioner (tiny_run)
 def test_training_lowers_the_loss_on_real_captions(tiny_run):
     history = tiny_run["history"]
     assert len(history) == 8
     assert history[-1]["train_ce"] < history[0]["train_ce"] - 0.5
 
 
+@pytest.mark.slow  # trains a small captioner (tiny_run)
 def test_beam_search_of_width_one_equals_greedy(tiny_run):
     model, vocabulary = tiny_run["model"], tiny_run["vocabulary"]
     maps = dataset_maps(tiny_run["loaders"]["train"])[:8]
@@ -120,6 +122,7 @@ def test_beam_search_of_width_one_equals_greedy(tiny_run):
     assert len({tuple(c.ids) for c in greedy}) > 1 or len(greedy[0].ids) > 2
 
 
+@pytest.mark.slow  # trains a small captioner (tiny_run)
 def test_wider_beams_score_at_least_as_well_and_attend_once_per_token(tiny_run):
     model, vocabulary = tiny_run["model"], tiny_run["vocabulary"]
     maps = dataset_maps(tiny_run["loaders"]["val"])
@@ -188,6 +191,7 @@ def test_clip_scores_follow_hessel_et_al():
     assert best_ref.max() == 1.0
 
 
+@pytest.mark.slow  # trains a small captioner (tiny_run)
 def test_save_and_reload_give_identical_captions(tiny_run, tmp_path, capsys):
     model, vocabulary = tiny_run["model"], tiny_run["vocabulary"]
     path = save_captioner(tmp_path / "06_captioner.pt", model, vocabulary, epoch=3,
@@ -204,3 +208,16 @@ def test_save_and_reload_give_identical_captions(tiny_run, tmp_path, capsys):
     first = generate_captions(model, tiny_run["features"].maps[:1], vocabulary, beam_size=3)
     assert printed == f"{image}: {vocabulary.decode(first[0].ids)}"
     assert tokenize_caption(printed.split(": ", 1)[1])  # a non-empty caption
+
+
+@pytest.mark.slow  # starts a Java virtual machine
+def test_meteor_runs_with_java_and_is_skipped_with_a_reason_without(capsys):
+    candidates = ["a dog runs on the grass", "a man rides a bike"]
+    references = [["A dog runs on the grass .", "A brown dog outside ."],
+                  ["A cyclist on a road .", "A woman swims ."]]
+    scores, _ = caption_scores(candidates, references, meteor=True)
+    reason = java_missing_reason()
+    if reason is None:  # Java is here: METEOR 1.5 from pycocoevalcap's jar, one exact caption
+        assert 0.3 < scores["METEOR"] < 0.95
+    else:
+        assert scores["METEOR"] is None and reason in capsys.readouterr().out

@@ -24,8 +24,10 @@ from pycocoevalcap.rouge.rouge import Rouge
 
 from utils.core.common import autocast
 from utils.data.captions import normalize_caption
+from utils.data.course import CLASSES, classify_caption
 from utils.data.datasets import build_transform, image_pixels
 from utils.eval.index import embed_texts
+from utils.models.clip import load_clip
 
 CLIP_WEIGHT = 2.5  # w of CLIP-S = w * max(cos, 0) (Hessel et al. 2021)
 
@@ -133,3 +135,33 @@ def best_and_worst(frame: pd.DataFrame, score: str = "CIDEr", n: int = 5) -> pd.
     best = ordered.head(n).assign(rank="best")
     worst = ordered.tail(n).assign(rank="worst")
     return pd.concat([best, worst]).reset_index(drop=True)
+
+
+def clip_score_report(checkpoint: Path, files: Sequence[Path], candidates: Sequence[str],
+                      references: Sequence[Sequence[str]]) -> dict[str, float | None]:
+    """CLIPScore / RefCLIPScore of the candidates (against all references) and of one held-out
+    human caption per image (#0 against #1..), with the CLIP model saved in ``checkpoint``;
+    every value None, with the reason printed, when that file is missing."""
+    keys = ("CLIPScore", "RefCLIPScore", "human_CLIPScore", "human_RefCLIPScore")
+    if not Path(checkpoint).is_file():
+        print(f"CLIPScore skipped: {checkpoint} not found (notebook 03 writes it: run it first)")
+        return dict.fromkeys(keys)
+    model, tokenizer, _ = load_clip(Path(checkpoint))
+    images = embed_clip_images(model, files, model.config.image_size)
+    generated = clip_scores(model, tokenizer, images, candidates, references)
+    human = clip_scores(model, tokenizer, images, [refs[0] for refs in references],
+                        [refs[1:] for refs in references])
+    return {**generated, "human_CLIPScore": human["CLIPScore"],
+            "human_RefCLIPScore": human["RefCLIPScore"]}
+
+
+def pick_examples(references: Sequence[Sequence[str]], n: int = 6, per_class: int = 2
+                  ) -> list[int]:
+    """Indices of ``n`` images, ``per_class`` per course class (read from caption #0 with
+    classify_caption) in CLASSES order where possible, completed by the first others."""
+    chosen: list[int] = []
+    for name in CLASSES:
+        found = [i for i, refs in enumerate(references) if classify_caption(refs[0]) == name]
+        chosen += found[:per_class][:n - len(chosen)]
+    chosen += [i for i in range(len(references)) if i not in chosen][:n - len(chosen)]
+    return chosen

@@ -59,6 +59,7 @@ class CaptionerConfig:
     grad_clip: float = 5.0  # gradients clipped to this global L2 norm
     patience: int = 3  # epochs without a better validation BLEU-4 before stopping
     beam_size: int = 3  # beam width of the test captions (1 = greedy)
+    meteor: bool = True  # METEOR too when Java is present (smoke mode skips its JVM start)
     max_caption_length: int = 20  # longest generated caption (words)
     train_images: int = 0  # images of each split kept (0: all); smoke mode: a few
     val_images: int = 0  # 0: all 1,000 dev images
@@ -66,7 +67,8 @@ class CaptionerConfig:
     limit_batches: int = 0  # training batches per epoch (0: all)
 
     SMOKE: ClassVar[dict] = {"epochs": 1, "gpu_epochs": 1, "train_images": 40,
-                             "val_images": 10, "test_images": 10, "batch_size": 8}
+                             "val_images": 10, "test_images": 10, "batch_size": 8,
+                             "meteor": False}
 
     def __post_init__(self) -> None:
         """Check the encoder name and that GloVe's size matches the embeddings."""
