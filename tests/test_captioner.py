@@ -102,6 +102,23 @@ def test_decoder_step_and_teacher_forcing_have_the_documented_shapes():
     assert loss > cross_entropy > 0
 
 
+def test_teacher_forcing_skips_padding_and_matches_step_by_step_decoding():
+    torch.manual_seed(0)
+    config = CaptionerConfig(glove=False, embed_dim=16, feature_dim=32, attention_dim=24,
+                             hidden_dim=40)
+    model = AttentionCaptioner(config, vocab_size=30, channels=1280).eval()
+    maps, tokens = torch.randn(3, 49, 1280), torch.randint(4, 30, (3, 9))
+    tokens[0, 4:], tokens[2, 7:] = 0, 0  # captions of 3, 8 and 6 targets, then <pad>
+    logits, weights = model(maps, tokens)
+    for i, targets in enumerate((3, 8, 6)):
+        features, keys, state = model.encode(maps[i:i + 1])
+        for t in range(targets):
+            expected, state, alpha = model.step(tokens[i:i + 1, t], state, features, keys)
+            torch.testing.assert_close(logits[i, t], expected[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(weights[i, t], alpha[0], atol=1e-6, rtol=1e-5)
+        assert (logits[i, targets:] == 0).all() and (weights[i, targets:] == 0).all()
+
+
 @pytest.mark.slow  # trains a small captioner (tiny_run)
 def test_training_lowers_the_loss_on_real_captions(tiny_run):
     history = tiny_run["history"]

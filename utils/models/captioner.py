@@ -141,10 +141,11 @@ class AttentionCaptioner(nn.Module):
         state = self.lstm(torch.cat([self.embed(words), context], dim=1), state)
         return self.output(self.dropout(state[0])), state, weights
 
-    def forward(self, maps: torch.Tensor, tokens: torch.Tensor
+    def forward(self, maps: torch.Tensor, tokens: torch.Tensor, pad_id: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: maps (B,R,C), tokens (B,T+1) or (B,K,T+1) (K captions of each
-        image) from <start> -> logits (B*K,T,V) of the next tokens, attention (B*K,T,R)."""
+        image) from <start> -> logits (B*K,T,V) of the next tokens, attention (B*K,T,R); both
+        are 0 where the target is <pad> (trailing), whose steps are not computed at all."""
         features, keys, state = self.encode(maps)
         if tokens.dim() == 3:  # regions projected once per image, shared by its K captions
             repeat = tokens.shape[1]
@@ -152,12 +153,31 @@ class AttentionCaptioner(nn.Module):
                                     for x in (features, keys, *state))
             state = (h, c)
             tokens = tokens.flatten(0, 1)
-        logits, weights = [], []
-        for t in range(tokens.shape[1] - 1):
-            step_logits, state, alpha = self.step(tokens[:, t], state, features, keys)
-            logits.append(step_logits)
-            weights.append(alpha)
-        return torch.stack(logits, dim=1), torch.stack(weights, dim=1)
+        lengths = (tokens[:, 1:] != pad_id).sum(dim=1)  # targets of each caption
+        order = lengths.argsort(descending=True, stable=True)  # longest first
+        logits, weights = self.teacher_forcing(tokens[order], lengths[order],
+                                               (state[0][order], state[1][order]),
+                                               features[order], keys[order])
+        restore = order.argsort()
+        return logits[restore], weights[restore]
+
+    def teacher_forcing(self, tokens: torch.Tensor, lengths: torch.Tensor, state: tuple,
+                        features: torch.Tensor, keys: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions sorted by decreasing length (N,T+1): step t runs only the captions still
+        going (about half the work of padded steps) -> logits (N,T,V), weights (N,T,R)."""
+        steps = tokens.shape[1] - 1
+        logits = features.new_zeros(len(tokens), steps, self.output.out_features)
+        weights = features.new_zeros(len(tokens), steps, features.shape[1])
+        h, c = state
+        for t in range(steps):
+            n = int((lengths > t).sum())
+            step_logits, (h_n, c_n), alpha = self.step(tokens[:n, t], (h[:n], c[:n]),
+                                                       features[:n], keys[:n])
+            h, c = torch.cat([h_n, h[n:]]), torch.cat([c_n, c[n:]])
+            logits[:n, t] = step_logits.to(logits.dtype)
+            weights[:n, t] = alpha.to(weights.dtype)
+        return logits, weights
 
 
 def caption_loss(logits: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor,
