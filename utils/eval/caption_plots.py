@@ -46,16 +46,16 @@ def plot_captioned_images(files: Sequence[Path], generated: Sequence[str],
                           references: Sequence[Sequence[str]], name: str | None = None
                           ) -> Figure:
     """Each image with its generated caption (title) and its human references (below)."""
-    columns = 3
+    columns = 2  # two per row: the references stay readable in the PDF export
     rows = math.ceil(len(files) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(13, 6.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(10, 6.4 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, file, text, refs in zip(axes.flat, files, generated, references, strict=False):
         ax.imshow(open_rgb(file))
-        ax.set_title(wrap(f"« {text} »", 38), fontsize=10, fontweight="bold")
-        lines = "\n".join(wrap(f"{i}. {r}", 50) for i, r in enumerate(refs))
-        ax.text(0.0, -0.03, lines, transform=ax.transAxes, va="top", fontsize=7.5)
+        ax.set_title(wrap(f"« {text} »", 40), fontsize=12, fontweight="bold")
+        lines = "\n".join(wrap(f"{i}. {r}", 52) for i, r in enumerate(refs))
+        ax.text(0.0, -0.03, lines, transform=ax.transAxes, va="top", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, name)
 
