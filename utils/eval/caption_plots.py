@@ -45,18 +45,23 @@ def wrap(text: str, width: int = 42) -> str:
 def plot_captioned_images(files: Sequence[Path], generated: Sequence[str],
                           references: Sequence[Sequence[str]], name: str | None = None
                           ) -> Figure:
-    """Each image with its generated caption (title) and its human references (below)."""
-    columns = 2  # two per row: the references stay readable in the PDF export
+    """Each image with its generated caption (bold title) and its human references in a
+    panel of their own below it (two images per row: readable in the PDF export)."""
+    columns = 2
     rows = math.ceil(len(files) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(10, 6.4 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, file, text, refs in zip(axes.flat, files, generated, references, strict=False):
-        ax.imshow(open_rgb(file))
-        ax.set_title(wrap(f"« {text} »", 40), fontsize=12, fontweight="bold")
-        lines = "\n".join(wrap(f"{i}. {r}", 52) for i, r in enumerate(refs))
-        ax.text(0.0, -0.03, lines, transform=ax.transAxes, va="top", fontsize=10)
-    fig.tight_layout()
+    fig = plt.figure(figsize=(10, 7.4 * rows))
+    grid = fig.add_gridspec(2 * rows, columns, height_ratios=[3.2, 2.0] * rows, hspace=0.22,
+                            wspace=0.08)
+    for k, (file, text, refs) in enumerate(zip(files, generated, references, strict=True)):
+        row, column = divmod(k, columns)
+        image_ax = fig.add_subplot(grid[2 * row, column])
+        image_ax.imshow(open_rgb(file))
+        image_ax.set_title(wrap(f"« {text} »", 40), fontsize=12, fontweight="bold")
+        text_ax = fig.add_subplot(grid[2 * row + 1, column])
+        lines = "\n".join(wrap(f"{i}. {r}", 55) for i, r in enumerate(refs))
+        text_ax.text(0.0, 1.0, lines, transform=text_ax.transAxes, va="top", fontsize=10)
+        for ax in (image_ax, text_ax):
+            ax.axis("off")
     return save_figure(fig, name)
 
 
