@@ -159,7 +159,7 @@ def test_classify_caption_whole_words_and_priority(caption, label):
 def test_selection_rules_on_a_synthetic_corpus(tmp_path):
     root = make_flickr_like(tmp_path / "f")
     with pytest.warns(UserWarning, match=re.escape(STRAY_KEY)):
-        out = build_subset(root, tmp_path / "subset", per_class=2)
+        out = build_subset(root, tmp_path / "subset", per_class=2, min_per_class=1)
     frame = read_captions(out)
     sources = {md5(p): p.name for p in (root / flickr8k.FLICKR_IMAGES).iterdir()}
     chosen = {row.image_path: sources[md5(out / row.image_path)] for row in frame.itertuples()}
@@ -174,14 +174,15 @@ def test_selection_rules_on_a_synthetic_corpus(tmp_path):
         SYNTHETIC["30_dogball.jpg"]
     assert (out / "captions" / "dog_002.txt").read_text().strip() == SYNTHETIC["30_dogball.jpg"]
     with pytest.warns(UserWarning), pytest.raises(DataError, match="too few images for --per-"):
-        build_subset(root, tmp_path / "too_many", per_class=3)
+        build_subset(root, tmp_path / "too_many", per_class=3, min_per_class=1)
     assert not (tmp_path / "too_many").exists()
 
 
 def test_five_captions_per_image_keep_all_captions_together(tmp_path):
     root = make_flickr_like(tmp_path / "f")
     with pytest.warns(UserWarning):
-        out = build_subset(root, tmp_path / "subset", per_class=1, captions_per_image=5)
+        out = build_subset(root, tmp_path / "subset", per_class=1, captions_per_image=5,
+                           min_per_class=1)
     frame = read_captions(out)
     assert len(frame) == 4 * 5
     assert frame.groupby("image_path")["caption"].nunique().eq(5).all()
@@ -234,10 +235,10 @@ def test_rebuild_replaces_the_old_folder_atomically(tmp_path):
     root = make_flickr_like(tmp_path / "f")
     out = tmp_path / "built" / "subset"
     with pytest.warns(UserWarning):
-        build_subset(root, out, per_class=2)
+        build_subset(root, out, per_class=2, min_per_class=1)
     (out / "stale.txt").write_text("from an older build")
     with pytest.warns(UserWarning):
-        build_subset(root, out, per_class=1)
+        build_subset(root, out, per_class=1, min_per_class=1)
     assert not (out / "stale.txt").exists()
     assert len(read_captions(out)) == 4
     assert [p.name for p in out.parent.iterdir()] == ["subset"]  # no temp folder left behind
@@ -248,19 +249,18 @@ def test_build_refuses_to_replace_a_folder_that_is_not_a_dataset(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     with pytest.warns(UserWarning), pytest.raises(DataError, match="refusing to replace"):
-        build_subset(root, tmp_path / "mine", per_class=1)
+        build_subset(root, tmp_path / "mine", per_class=1, min_per_class=1)
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
 
 def test_cli_build_then_check(tmp_path, capsys):
-    root = make_flickr_like(tmp_path / "f")
-    with pytest.warns(UserWarning):
-        assert data_main(["build", "--flickr8k", str(root), "--out", str(tmp_path / "s"),
-                          "--per-class", "2"]) == 0
+    root = make_flickr_like(tmp_path / "f", SYNTHETIC_10)
+    assert data_main(["build", "--flickr8k", str(root), "--out", str(tmp_path / "s"),
+                      "--per-class", "10"]) == 0
     assert data_main(["check", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"dog\s+2 images\s+2 captions", out)
-    assert re.search(r"total\s+8 images", out)
+    assert re.search(r"dog\s+10 images\s+10 captions", out)
+    assert re.search(r"total\s+40 images", out)
 
 
 # --- check on broken inputs ------------------------------------------------------------------
@@ -475,8 +475,8 @@ def test_fetch_refuses_a_present_broken_subset(tmp_path, empty_place):
 def test_fetch_builds_from_flickr8k_dir(tmp_path, monkeypatch, empty_place):
     monkeypatch.setenv("FLICKR8K_DIR", str(make_flickr_like(tmp_path / "f", SYNTHETIC_10)))
     with pytest.warns(UserWarning):
-        root = fetch.ensure_dataset(per_class=8)
-    assert read_captions(root)["label"].value_counts().to_dict() == dict.fromkeys(CLASSES, 8)
+        root = fetch.ensure_dataset(per_class=10)
+    assert read_captions(root)["label"].value_counts().to_dict() == dict.fromkeys(CLASSES, 10)
     assert (root / "splits.csv").is_file()
 
 

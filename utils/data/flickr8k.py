@@ -170,9 +170,9 @@ def write_caption_files(rows: pd.DataFrame, out: Path) -> None:
 
 
 def build_subset(flickr8k: Path, out: Path, per_class: int = 150,
-                 captions_per_image: int = 1) -> Path:
+                 captions_per_image: int = 1, min_per_class: int = MIN_PER_CLASS) -> Path:
     """Build the course subset from Flickr8k into ``out`` (atomically: temp folder, then rename)."""
-    check_build_arguments(per_class, captions_per_image)
+    check_build_arguments(per_class, captions_per_image, min_per_class)
     flickr8k, out = Path(flickr8k), Path(out)
     captions = read_flickr8k(flickr8k)
     rows = subset_rows(select_images(captions, per_class), captions, captions_per_image)
@@ -180,13 +180,15 @@ def build_subset(flickr8k: Path, out: Path, per_class: int = 150,
         copy_images(rows, flickr8k / FLICKR_IMAGES, tmp)
         write_caption_files(rows, tmp)
         write_captions_csv(rows, tmp / CAPTIONS_CSV)
-        check_new_build(tmp, out)  # a bad build never replaces a good dataset
+        check_new_build(tmp, out, splittable=min_per_class >= MIN_PER_CLASS)  # never a bad one
     return out
 
 
-def check_build_arguments(per_class: int, captions_per_image: int) -> None:
-    """Refuse sizes that cannot make a course-format dataset, before anything is written."""
-    if per_class < MIN_PER_CLASS:
+def check_build_arguments(per_class: int, captions_per_image: int,
+                          min_per_class: int = MIN_PER_CLASS) -> None:
+    """Refuse sizes that cannot make a course-format dataset, before anything is written
+    (``min_per_class`` below MIN_PER_CLASS only for small test corpora that are never split)."""
+    if per_class < max(min_per_class, 1):
         raise DataError(f"--per-class {per_class}: the shared 70/15/15 split needs at least "
                         f"{MIN_PER_CLASS} images per class (the course uses 150). Fix: use "
                         f"--per-class {MIN_PER_CLASS} or more.")
@@ -195,11 +197,12 @@ def check_build_arguments(per_class: int, captions_per_image: int) -> None:
                         "per image. Fix: use a value from 1 to 5.")
 
 
-def check_new_build(built: Path, out: Path) -> None:
+def check_new_build(built: Path, out: Path, splittable: bool = True) -> None:
     """Raise (the old ``out`` kept) unless the folder just built passes the dataset check."""
     problems = check_dataset(built)
     if not problems:
-        make_split(read_captions(built))  # the split must be drawable too
+        if splittable:
+            make_split(read_captions(built))  # the split must be drawable too
         return
     raise DataError(f"the new build of {out} failed its check, so {out} was left as it was:\n"
                     + "\n".join(problems[:5]))
