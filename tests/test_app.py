@@ -56,6 +56,14 @@ SCORE_LINE = re.compile(r"#(\d+)\*?\*? · score \*?\*?(-?\d+\.\d{3})")
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
+@pytest.fixture(autouse=True)
+def keep_main_module():
+    """AppTest runs the page as __main__ and leaves it there: give later tests theirs back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 def tiny_config(seed: int) -> ClipConfig:
     """A real scratch CLIP small enough for a CPU test (as tests/test_clip.py's tiny_config)."""
     return ClipConfig(seed=seed, image_source="scratch", text_source="scratch", embed_dim=16,

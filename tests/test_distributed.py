@@ -5,10 +5,13 @@ both processes, so each pair meets all the negatives, and DDP averages the gradi
 from __future__ import annotations
 
 import socket
+import sys
 import time
+import types
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -79,7 +82,12 @@ def worker(rank: int, port: int, inputs: Path, out: Path) -> None:
         dist.destroy_process_group()
 
 
-def test_two_processes_match_one_on_the_same_global_batch(tmp_path: Path) -> None:
+def test_two_processes_match_one_on_the_same_global_batch(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    # Spawned processes re-run the parent's __main__; after a streamlit AppTest that is the
+    # search page's script, so the children get a bare __main__ instead.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     model, tokenizer, images, tokens = tiny_clip()
     inputs = tmp_path / "inputs.pt"
     torch.save({"config": asdict(model.config), "tokenizer": tokenizer.to_dict(),
