@@ -119,7 +119,7 @@ def team_tex(team: Team) -> str:
                      for m in team.members)
     warning = warning_line(team)
     note = (r"\\ \textcolor{red}{\textbf{" + escape_latex(warning) + "}}") if warning else ""
-    return ("% Written by utils/report.py from team.toml: edit team.toml, not this file.\n"
+    return ("% Written by utils/handin/report.py from team.toml: edit team.toml, not this file.\n"
             f"\\newcommand{{\\teamgroup}}{{{team.group}}}\n"
             f"\\newcommand{{\\teamdate}}{{{french_date()}{note}}}\n"
             f"\\newcommand{{\\teammembers}}{{%\n{rows}\n}}\n")
@@ -300,7 +300,7 @@ def table_tex(stem: str, metrics_dir: Path) -> str:
                            f"ré-exécuter le notebook {notebook}.")
     line = summary_line(data)
     note = f"\\par\\vspace{{2pt}}{{\\footnotesize {line}}}\n" if line else ""
-    return ("% Written by utils/report.py from results/metrics: rerun `make report`.\n"
+    return ("% Written by utils/handin/report.py from results/metrics: rerun `make report`.\n"
             f"\\begin{{table}}[H]\n\\centering\n\\caption{{{escape_latex(TABLES.get(stem, stem))}}}"
             f"\n\\label{{tab:{stem}}}\n" + "\\par\\vspace{4pt}\n".join(blocks) + note
             + "\\end{table}\n")
@@ -419,7 +419,7 @@ def build_report(report_dir: Path | None = None, team: Team | None = None,
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command line: ``build [--report-dir DIR]``."""
-    parser = argparse.ArgumentParser(prog="python -m utils.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m utils.handin.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="generate tables, compile, check page limits")
@@ -429,7 +429,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m utils.report``."""
+    """Entry point of ``python -m utils.handin.report``."""
     args = parse_args(argv)
     try:
         pdf, count = build_report(args.report_dir)
