@@ -43,7 +43,7 @@ def test_a_bad_rating_names_the_file_and_the_line(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def small_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+def small_clip(flickr8k_dir, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """A CLIP (frozen Lite0 + MiniLM, trained MLP projections) fitted on 16 Flickr8k training
     images, saved; and the names of those training images."""
     config = BenchmarkConfig(max_images_per_split=16, pretrained_epochs=30,

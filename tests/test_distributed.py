@@ -82,7 +82,7 @@ def worker(rank: int, port: int, inputs: Path, out: Path) -> None:
         dist.destroy_process_group()
 
 
-def test_two_processes_match_one_on_the_same_global_batch(tmp_path: Path,
+def test_two_processes_match_one_on_the_same_global_batch(flickr8k_dir, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     # Spawned processes re-run the parent's __main__; after a streamlit AppTest that is the
@@ -107,7 +107,7 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path: Path,
     assert scale > 0  # the comparison is not between two zero gradients
 
 
-def test_without_a_process_group_the_loss_gathers_nothing() -> None:
+def test_without_a_process_group_the_loss_gathers_nothing(flickr8k_dir) -> None:
     model, _, images, tokens = tiny_clip()
     assert not is_distributed() and world_size() == 1
     out = model.train()(images, tokens)

@@ -212,7 +212,7 @@ def test_build_refuses_unexecuted_notebooks(team_file: Path, tmp_path: Path, mon
 
 
 @pytest.mark.slow
-def test_whole_chain(needs_tex, smoke_run: Path, team_file: Path, tmp_path: Path):
+def test_whole_chain(needs_tex, flickr8k_dir, smoke_run: Path, team_file: Path, tmp_path: Path):
     """Smoke-executed notebooks -> PDFs -> report -> zip -> check, and the PDFs render."""
     pdfs = export_pdfs()
     stems = [p.stem for p in list_notebooks()]

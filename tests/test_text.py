@@ -21,7 +21,7 @@ def words_of(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def train_captions(course_subset) -> list[str]:
+def train_captions(flickr8k_dir, course_subset) -> list[str]:
     frame = load_dataset(course_subset)
     return frame[frame["split"] == "train"]["caption"].tolist()
 
