@@ -205,3 +205,21 @@ def test_roc_skips_classes_absent_from_the_split() -> None:
     assert roc_auc_macro(y_true, probs) == 1.0
     curves = roc_curves(y_true, probs, ["ball", "bike", "dog", "water"])
     assert set(curves) == {"ball", "bike", "dog"} and curves["dog"][2] == 1.0
+
+
+def test_best_fusion_breaks_saturated_validation_accuracy_by_log_loss() -> None:
+    """Two fusions both right on every validation item: the more confident one is chosen."""
+    from types import SimpleNamespace
+
+    from utils.experiments.fusion import best_fusion, course_table
+
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    inputs = SimpleNamespace(get=lambda split, name: labels)
+    sure, unsure = np.eye(4)[labels.numpy()] * 0.9 + 0.025, np.eye(4)[labels.numpy()] * 0.5 + 0.125
+    results = {"early_lstm": [{"val": unsure, "test": unsure}],
+               "late_lstm": [{"val": sure, "test": sure}],
+               "text_lstm": [{"val": sure, "test": sure}]}
+    table = course_table(results, inputs)
+    assert table.loc["early_lstm", "val_accuracy"] == table.loc["late_lstm", "val_accuracy"] == 1
+    assert table.loc["late_lstm", "val_log_loss"] < table.loc["early_lstm", "val_log_loss"]
+    assert best_fusion(table) == "late_lstm"  # never text_lstm: it is not a fusion

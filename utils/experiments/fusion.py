@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import log_loss
 
 from utils.core.common import seed_everything
 from utils.data.course import CLASS_PATTERNS, CLASSES
@@ -178,16 +179,19 @@ def course_table(results: dict, inputs: SplitInputs) -> pd.DataFrame:
     for name, seeds in results.items():
         test = [class_scores(inputs.get("test", "label").numpy(), r["test"]) for r in seeds]
         val = [class_scores(inputs.get("val", "label").numpy(), r["val"]) for r in seeds]
-        rows[name] = {**mean_std(test), **mean_std(val, "val_"), "seeds": len(seeds)}
+        val_loss = [log_loss(inputs.get("val", "label").numpy(), r["val"],
+                             labels=range(len(CLASSES))) for r in seeds]
+        rows[name] = {**mean_std(test), **mean_std(val, "val_"),
+                      "val_log_loss": float(np.mean(val_loss)), "seeds": len(seeds)}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def best_fusion(table: pd.DataFrame) -> str:
-    """The fusion variant of the best mean validation accuracy (ties: validation macro-F1, then
-    validation ROC-AUC)."""
+    """The fusion variant of the lowest mean validation log-loss. Not validation accuracy:
+    on 90 validation images several variants reach 1.000, and the first of a tie is arbitrary;
+    the log-loss still ranks how confidently right each one is."""
     fusion = table.loc[[n for n in FUSION_VARIANTS if n in table.index]]
-    keys = ["val_accuracy", "val_macro_f1", "val_roc_auc_macro"]
-    return fusion.sort_values(keys, ascending=False, kind="stable").index[0]
+    return str(fusion["val_log_loss"].idxmin())
 
 
 def named_classes(caption: str) -> int:
