@@ -136,10 +136,17 @@ class AttentionCaptioner(nn.Module):
              ) -> tuple[torch.Tensor, tuple, torch.Tensor]:
         """Previous words (B,), state (h, c) each (B,H), features (B,R,D), keys (B,R,A)
         -> next-word logits (B,V), new state, attention weights (B,R)."""
+        state, weights = self.advance(words, state, features, keys, mask)
+        return self.output(self.dropout(state[0])), state, weights
+
+    def advance(self, words: torch.Tensor, state: tuple, features: torch.Tensor,
+                keys: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> tuple[tuple, torch.Tensor]:
+        """One LSTM step without the output layer: previous words (B,), state (h, c) each
+        (B,H), features (B,R,D), keys (B,R,A) -> new state, attention weights (B,R)."""
         context, weights = self.attention(features, keys, state[0], mask)
         context = torch.sigmoid(self.gate(state[0])) * context
-        state = self.lstm(torch.cat([self.embed(words), context], dim=1), state)
-        return self.output(self.dropout(state[0])), state, weights
+        return self.lstm(torch.cat([self.embed(words), context], dim=1), state), weights
 
     def forward(self, maps: torch.Tensor, tokens: torch.Tensor, pad_id: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,18 +173,20 @@ class AttentionCaptioner(nn.Module):
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """Captions sorted by decreasing length (N,T+1): step t runs only the captions still
         going (about half the work of padded steps) -> logits (N,T,V), weights (N,T,R)."""
-        steps = tokens.shape[1] - 1
-        logits = features.new_zeros(len(tokens), steps, self.output.out_features)
-        weights = features.new_zeros(len(tokens), steps, features.shape[1])
+        hidden, weights = [], []
         h, c = state
-        for t in range(steps):
+        for t in range(tokens.shape[1] - 1):
             n = int((lengths > t).sum())
-            step_logits, (h_n, c_n), alpha = self.step(tokens[:n, t], (h[:n], c[:n]),
-                                                       features[:n], keys[:n])
+            (h_n, c_n), alpha = self.advance(tokens[:n, t], (h[:n], c[:n]), features[:n],
+                                             keys[:n])
             h, c = torch.cat([h_n, h[n:]]), torch.cat([c_n, c[n:]])
-            logits[:n, t] = step_logits.to(logits.dtype)
-            weights[:n, t] = alpha.to(weights.dtype)
-        return logits, weights
+            hidden.append(F.pad(h_n, (0, 0, 0, len(tokens) - n)))
+            weights.append(F.pad(alpha, (0, 0, 0, len(tokens) - n)))
+        # The output layer runs once over every step: writing each step's (n,V) logits into a
+        # (N,T,V) tensor made backward copy that whole tensor at each step (4x the forward).
+        going = (torch.arange(len(hidden), device=lengths.device) < lengths[:, None])[..., None]
+        logits = self.output(self.dropout(torch.stack(hidden, dim=1))) * going
+        return logits, torch.stack(weights, dim=1)
 
 
 def caption_loss(logits: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor,
