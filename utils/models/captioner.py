@@ -47,13 +47,14 @@ class CaptionerConfig:
     attention_dim: int = 256  # size of the additive attention's hidden layer
     embed_dim: int = 50  # word embedding size (50 = GloVe 6B-50d)
     hidden_dim: int = 384  # LSTM state size
-    dropout: float = 0.5  # on the projected regions and before the output layer
+    dropout: float = 0.2  # on the projected regions and before the output layer (0.5 learns
+    # slower: dev BLEU-4 after one epoch 0.093 at 0.5 and lr 2e-3, 0.103 at 0.2 and lr 4e-3)
     glove: bool = True  # embeddings start from GloVe 6B-50d; False: random, trained from scratch
     alpha_c: float = 1.0  # weight of the doubly stochastic attention penalty
     batch_size: int = 32  # images per batch, each with its 5 captions
-    epochs: int = 3  # maximum epochs on a CPU
+    epochs: int = 5  # maximum epochs on a CPU (about 2 min each on 2 cores)
     gpu_epochs: int = 12  # maximum epochs when a CUDA GPU is present
-    lr: float = 2e-3  # Adam learning rate
+    lr: float = 4e-3  # Adam learning rate
     lr_step: int = 2  # StepLR: the learning rate is multiplied by lr_gamma every lr_step epochs
     lr_gamma: float = 0.5  # StepLR factor
     grad_clip: float = 5.0  # gradients clipped to this global L2 norm
