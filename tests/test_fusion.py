@@ -208,18 +208,24 @@ def test_roc_skips_classes_absent_from_the_split() -> None:
 
 
 def test_best_fusion_breaks_saturated_validation_accuracy_by_log_loss() -> None:
-    """Two fusions both right on every validation item: the more confident one is chosen."""
+    """Two fusions both right on every validation item: the more confident one is chosen;
+    a fusion over an input that chose its epoch on this validation split is not trusted."""
     from types import SimpleNamespace
 
-    from utils.experiments.fusion import best_fusion, course_table
+    from utils.experiments.fusion import best_fusion, course_table, variant_inputs
 
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
     inputs = SimpleNamespace(get=lambda split, name: labels)
-    sure, unsure = np.eye(4)[labels.numpy()] * 0.9 + 0.025, np.eye(4)[labels.numpy()] * 0.5 + 0.125
+    onehot = np.eye(4)[labels.numpy()]
+    sure, unsure, surest = onehot * 0.9 + 0.025, onehot * 0.5 + 0.125, onehot * 0.99 + 0.0025
     results = {"early_lstm": [{"val": unsure, "test": unsure}],
                "late_lstm": [{"val": sure, "test": sure}],
-               "text_lstm": [{"val": sure, "test": sure}]}
+               "text_lstm": [{"val": surest, "test": surest}],
+               "early_smallbert": [{"val": surest, "test": surest}]}
     table = course_table(results, inputs)
     assert table.loc["early_lstm", "val_accuracy"] == table.loc["late_lstm", "val_accuracy"] == 1
     assert table.loc["late_lstm", "val_log_loss"] < table.loc["early_lstm", "val_log_loss"]
-    assert best_fusion(table) == "late_lstm"  # never text_lstm: it is not a fusion
+    assert variant_inputs("late_smallbert") == {"efficientnet", "smallbert"}
+    # not text_lstm (not a fusion), not early_smallbert (step 2 chose its epoch on validation)
+    assert best_fusion(table) == "late_lstm"
+    assert best_fusion(table.loc[["early_smallbert", "text_lstm"]]) == "early_smallbert"
