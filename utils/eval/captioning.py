@@ -22,14 +22,13 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
-from utils.core.common import autocast
 from utils.data.captions import normalize_caption
 from utils.data.course import CLASSES, classify_caption
-from utils.data.datasets import build_transform, image_pixels
+from utils.eval.clipscore import CLIP_S_WEIGHT, clip_score, embed_clip_images, ref_clip_score
 from utils.eval.index import embed_texts
 from utils.models.clip import load_clip
 
-CLIP_WEIGHT = 2.5  # w of CLIP-S = w * max(cos, 0) (Hessel et al. 2021)
+CLIP_WEIGHT = CLIP_S_WEIGHT  # w of CLIP-S = w * max(cos, 0) (Hessel et al. 2021)
 
 
 # Published Flickr8k figures to print beside ours (fractions, like the scores).
@@ -90,42 +89,16 @@ def caption_scores(candidates: Sequence[str], references: Sequence[Sequence[str]
     return scores, np.asarray(per_caption, dtype=float)
 
 
-@torch.no_grad()
-def embed_clip_images(model: torch.nn.Module, files: Sequence[Path], image_size: int,
-                      batch_size: int = 64) -> torch.Tensor:
-    """Image files -> CLIP unit embeddings (N,E) float32 on the CPU, decoded like CLIP's
-    evaluation images (resize to ``image_size``, ImageNet normalisation)."""
-    model.eval()
-    device = next(model.parameters()).device
-    transform = build_transform(image_size, augment=False)
-    chunks = []
-    for start in range(0, len(files), batch_size):
-        batch = torch.stack([transform(image_pixels(f, image_size))
-                             for f in files[start:start + batch_size]])
-        with autocast(device):
-            chunks.append(model.encode_image(batch.to(device)).float().cpu())
-    return torch.cat(chunks)
-
-
-def harmonic_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Element-wise 2ab / (a + b), 0 where both are 0."""
-    total = a + b
-    return torch.where(total > 0, 2 * a * b / total.clamp(min=1e-12), torch.zeros_like(total))
-
-
 def clip_scores(model: torch.nn.Module, tokenizer, image_embeds: torch.Tensor,
                 candidates: Sequence[str], references: Sequence[Sequence[str]]
                 ) -> dict[str, float]:
     """Mean CLIP-S = w max(cos(image, candidate), 0) and RefCLIP-S = harmonic mean of CLIP-S
     and max(max over references of cos(candidate, reference), 0); image_embeds (N,E) unit."""
     texts = embed_texts(model, tokenizer, list(candidates))
-    clip_s = CLIP_WEIGHT * (image_embeds * texts).sum(dim=1).clamp(min=0)
-    flat = [r for refs in references for r in refs]
-    ref_embeds = embed_texts(model, tokenizer, flat)
-    owner = torch.repeat_interleave(torch.tensor([len(r) for r in references]))
-    cos = (texts[owner] * ref_embeds).sum(dim=1)
-    best = torch.full((len(texts),), -1.0).scatter_reduce(0, owner, cos, "amax")
-    ref_clip_s = harmonic_mean(clip_s, best.clamp(min=0))
+    ref_embeds = embed_texts(model, tokenizer, [r for refs in references for r in refs])
+    per_image = list(ref_embeds.split([len(refs) for refs in references]))
+    clip_s = clip_score(image_embeds, texts)
+    ref_clip_s = ref_clip_score(image_embeds, texts, per_image)
     return {"CLIPScore": clip_s.mean().item(), "RefCLIPScore": ref_clip_s.mean().item()}
 
 

@@ -11,8 +11,12 @@ dot product is the cosine.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+
+from utils.core.common import autocast
+from utils.data.datasets import build_transform, image_pixels
 
 CLIP_S_WEIGHT = 2.5  # Hessel et al.'s w: stretches the cosines of CLIP ViT-B/32 towards [0, 1]
 
@@ -47,3 +51,20 @@ def ref_clip_score(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
     total = clip_s + refs
     return torch.where(total > 0, 2 * clip_s * refs / total.clamp(min=1e-12),
                        torch.zeros_like(total))
+
+
+@torch.no_grad()
+def embed_clip_images(model: torch.nn.Module, files: Sequence[Path], image_size: int,
+                      batch_size: int = 64) -> torch.Tensor:
+    """Image files -> CLIP unit embeddings (N,E) float32 on the CPU, decoded like CLIP's
+    evaluation images (resize to ``image_size``, ImageNet normalisation)."""
+    model.eval()
+    device = next(model.parameters()).device
+    transform = build_transform(image_size, augment=False)
+    chunks = []
+    for start in range(0, len(files), batch_size):
+        batch = torch.stack([transform(image_pixels(f, image_size))
+                             for f in files[start:start + batch_size]])
+        with autocast(device):
+            chunks.append(model.encode_image(batch.to(device)).float().cpu())
+    return torch.cat(chunks)

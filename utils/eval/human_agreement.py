@@ -18,11 +18,9 @@ import pandas as pd
 import torch
 from scipy.stats import kendalltau
 
-from utils.core.common import autocast
 from utils.data.course import DataError
-from utils.data.datasets import build_transform, image_pixels
 from utils.data.flickr8k import FLICKR_IMAGES, read_flickr8k
-from utils.eval.clipscore import clip_score, ref_clip_score
+from utils.eval.clipscore import clip_score, embed_clip_images, ref_clip_score
 from utils.eval.index import embed_texts
 from utils.models.clip import ClipModel
 
@@ -75,23 +73,6 @@ def judged_texts(judgments: pd.DataFrame, captions: pd.DataFrame, path: Path
     return texts, refs
 
 
-@torch.no_grad()
-def embed_image_files(model: ClipModel, files: list[Path], batch_size: int = 32
-                      ) -> torch.Tensor:
-    """Image files -> unit embeddings (N,E), decoded and resized like the gallery images."""
-    model.eval()
-    device = next(model.parameters()).device
-    size = model.config.image_size
-    transform = build_transform(size, augment=False)
-    chunks = []
-    for start in range(0, len(files), batch_size):
-        batch = torch.stack([transform(image_pixels(f, size))
-                             for f in files[start:start + batch_size]])
-        with autocast(device):
-            chunks.append(model.encode_image(batch.to(device)).float().cpu())
-    return torch.cat(chunks)
-
-
 def kendall_tau_c(scores: torch.Tensor, ratings: list[list[int]]) -> float:
     """Kendall tau-c between scores (N,) and the ratings, each rating counted separately."""
     repeated = [float(s) for s, rs in zip(scores.tolist(), ratings, strict=True) for _ in rs]
@@ -108,7 +89,8 @@ def judgment_scores(model: ClipModel, tokenizer, judgments: pd.DataFrame, flickr
     if missing:
         raise DataError(f"{path}: image {missing[0]} not in {flickr8k / FLICKR_IMAGES}. Fix: "
                         "give the Flickr8k folder with --flickr8k (or set FLICKR8K_DIR).")
-    embeds = embed_image_files(model, [flickr8k / FLICKR_IMAGES / i for i in images])
+    embeds = embed_clip_images(model, [flickr8k / FLICKR_IMAGES / i for i in images],
+                               model.config.image_size, batch_size=32)
     image_embeds = embeds[[images.index(i) for i in judgments["image"]]]
     text_embeds = embed_texts(model, tokenizer, texts)
     ref_embeds = [embed_texts(model, tokenizer, r) if r else torch.empty(0, text_embeds.shape[1])
