@@ -11,9 +11,11 @@ import torch
 
 from utils.data.datasets import build_transform, image_pixels
 from utils.data.flickr8k import flickr8k_image_files
-from utils.experiments.benchmark import ANCHORS, BenchmarkConfig, beats, variant_config
+from utils.experiments.benchmark import (ANCHORS, BenchmarkConfig, beats, benchmark_figures,
+                                        run_variant, variant_config)
 from utils.models.clip import build_clip
 from utils.models.features import image_features
+from utils.train.clip import load_clip_frame
 
 
 def test_unknown_variants_are_refused_by_name() -> None:
@@ -49,3 +51,20 @@ def test_the_rebuilt_trunk_gives_the_cached_features(flickr8k_dir: Path) -> None
     diff = float((from_pixels - cached).abs().max())
     print(f"max |trunk(pixels) - cached pooled| = {diff:.2e}")
     assert diff < 1e-4
+
+
+def test_end_to_end_variant_trains_both_pretrained_towers(flickr8k_dir: Path) -> None:
+    # The variant a GPU adds by default (default_variants): run here on 8 images per split.
+    config = BenchmarkConfig(max_images_per_split=8, full_epochs=1, pretrained_batch_size=8)
+    frame, root = load_clip_frame(variant_config(config, "pretrained_full"))
+    before, _ = build_clip(variant_config(config, "pretrained_full"))
+    run, index, result = run_variant(config, "pretrained_full", frame, root)
+    model = run.model
+    assert not model.config.freeze_image and not model.config.freeze_text
+    changed = {name: not torch.equal(value, before.state_dict()[name])
+               for name, value in model.state_dict().items() if value.is_floating_point()}
+    assert any(v for k, v in changed.items() if k.startswith("image_encoder."))
+    assert any(v for k, v in changed.items() if k.startswith("text_encoder."))
+    figures = benchmark_figures(result, index.split("test"))
+    assert (figures["n_images"], figures["n_captions"]) == (8, 40)
+    assert 0.0 <= figures["text_to_image"]["R@1"] <= figures["text_to_image"]["R@10"] <= 1.0
