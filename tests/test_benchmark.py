@@ -11,8 +11,14 @@ import torch
 
 from utils.data.datasets import build_transform, image_pixels
 from utils.data.flickr8k import flickr8k_image_files
-from utils.experiments.benchmark import (ANCHORS, BenchmarkConfig, beats, benchmark_figures,
-                                        run_variant, variant_config)
+from utils.experiments.benchmark import (
+    ANCHORS,
+    BenchmarkConfig,
+    beats,
+    benchmark_figures,
+    run_variant,
+    variant_config,
+)
 from utils.models.clip import build_clip
 from utils.models.features import image_features
 from utils.train.clip import load_clip_frame
