@@ -36,6 +36,9 @@ def test_variants_use_flickr8k_with_five_captions() -> None:
     assert pretrained.captions_per_image == 5 and pretrained.freeze_image
     assert pretrained.pretrained_text.model == "minilm-l6-packaged"
     assert (scratch.image_source, scratch.text_source) == ("scratch", "scratch")
+    lite2 = variant_config(BenchmarkConfig(), "pretrained_lite2")
+    model, _ = build_clip(lite2, load_weights=False)
+    assert (model.config.image.trunk, model.config.image_size) == ("efficientnet_lite2", 260)
 
 
 def test_beats_compares_each_recall_with_the_anchor() -> None:
@@ -46,10 +49,12 @@ def test_beats_compares_each_recall_with_the_anchor() -> None:
     assert sum(verdict.values()) == 5 and not verdict["text_to_image R@5"]
 
 
-def test_the_rebuilt_trunk_gives_the_cached_features(flickr8k_dir: Path) -> None:
+@pytest.mark.parametrize("variant", ["pretrained", "pretrained_lite2"])
+def test_the_rebuilt_trunk_gives_the_cached_features(flickr8k_dir: Path, variant: str) -> None:
     files = flickr8k_image_files(flickr8k_dir)[:4]
-    cached = image_features(files).pooled
-    model, _ = build_clip(variant_config(BenchmarkConfig(), "pretrained"))
+    clip_config = variant_config(BenchmarkConfig(), variant)
+    cached = image_features(files, clip_config.image_source).pooled
+    model, _ = build_clip(clip_config)
     transform = build_transform(model.config.image_size, augment=False)
     pixels = torch.stack([transform(image_pixels(f, model.config.image_size)) for f in files])
     with torch.no_grad():

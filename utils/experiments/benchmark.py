@@ -12,6 +12,8 @@ epoch, never two captions of one image in a batch), keep the epoch of the best R
   Lite0 trunk (``image_source="efficientnet_lite0"``, frozen), whose pooled output is exactly
   the cached ``pooled`` features, and its text tower is MiniLM, so the search page embeds new
   images and queries with the same towers;
+* ``pretrained_lite2``: the same with EfficientNet-Lite2 (260 px, a stronger ImageNet model)
+  as the frozen image tower, its features cached the same way;
 * ``pretrained_full`` (on a GPU): the same towers trained end to end on the decoded images.
 """
 
@@ -40,7 +42,8 @@ from utils.train.features import PrecomputedPairs, cached_text_features
 from utils.train.loop import TrainedRun, best_epoch
 
 BENCHMARK_CHECKPOINT = "08_flickr8k_clip.pt"
-VARIANTS = ("scratch", "pretrained", "pretrained_full")
+VARIANTS = ("scratch", "pretrained", "pretrained_lite2", "pretrained_full")
+LITE2 = "efficientnet_lite2"
 # Published 1K-test figures (rates): Kiros, Salakhutdinov & Zemel 2014 (Unifying visual-semantic
 # embeddings, OxfordNet features) and CLIP ViT-B/32 zero-shot (Radford et al. 2021).
 ANCHORS = {
@@ -57,7 +60,7 @@ class BenchmarkConfig:
     """Settings of notebook 08 (each variant's ClipConfig is derived from them)."""
 
     seed: int = 0  # seeds weights, caption draws and shuffling
-    variants: tuple[str, ...] = ("pretrained", "scratch")  # among VARIANTS
+    variants: tuple[str, ...] = ("pretrained", "pretrained_lite2", "scratch")  # among VARIANTS
     max_images_per_split: int = 0  # 0: the official 6,000 / 1,000 / 1,000; smoke: a few
     embed_dim: int = 256  # shared space of every variant
     pretrained_epochs: int = 40  # frozen towers: an epoch is a few MLP steps (seconds)
@@ -95,7 +98,9 @@ def variant_config(config: BenchmarkConfig, variant: str) -> ClipConfig:
                           batch_size=config.scratch_batch_size)
     towers = {"image_source": "efficientnet_lite0", "text_tower": "hf",
               "pretrained_text": PretrainedTextConfig(model=MINILM)}
-    if variant == "pretrained":
+    if variant == "pretrained_lite2":
+        towers["image_source"] = LITE2
+    if variant in ("pretrained", "pretrained_lite2"):
         return ClipConfig(**common, **towers, freeze_image=True, freeze_text=True,
                           augment=False, projection_hidden=config.projection_hidden,
                           lr=config.pretrained_lr, epochs=config.pretrained_epochs,
@@ -106,12 +111,13 @@ def variant_config(config: BenchmarkConfig, variant: str) -> ClipConfig:
                       batch_size=config.pretrained_batch_size // 2, encoder_lr_scale=0.05)
 
 
-def variant_image_features(frame: pd.DataFrame, root: Path, whole: bool) -> torch.Tensor:
-    """Pooled Lite0 features (N,1280) of the frame's images, in order of first appearance:
+def variant_image_features(frame: pd.DataFrame, root: Path, whole: bool,
+                           encoder: str = "efficientnet_lite0") -> torch.Tensor:
+    """Pooled Lite features (N,1280) of the frame's images, in order of first appearance:
     from the shared cache of all Flickr8k images (``whole``), else of these images only."""
     names = image_frame(frame)["image_path"].tolist()
     files = flickr8k_image_files(root.parent) if whole else [root / n for n in sorted(names)]
-    features = image_features(files)
+    features = image_features(files, encoder)
     return features.pooled[features.rows(names)].float()
 
 
@@ -147,7 +153,7 @@ def train_variant(clip_config: ClipConfig, frame: pd.DataFrame, root: Path
     features = None
     if model.config.freeze_image and model.config.freeze_text:
         whole = clip_config.max_images_per_split == 0
-        features = (variant_image_features(frame, root, whole),
+        features = (variant_image_features(frame, root, whole, clip_config.image_source),
                     frozen_text_features(model, tokenizer, frame))
         loaders = [precomputed_loader(model, tokenizer, frame, root, features, split)
                    for split in ("train", "val")]

@@ -33,11 +33,11 @@ from utils.data.tokenizers import (
     fit_tokenizer,
     tokenizer_from_dict,
 )
-from utils.models.cnn import CnnConfig, build_trunk
+from utils.models.cnn import EFFICIENTNET_LITE, CnnConfig, build_trunk
 from utils.models.smallbert import SmallBertConfig, build_sentence_encoder
 from utils.models.text_pretrained import build_hf_text_encoder
 
-IMAGE_SOURCES = ("checkpoint", "scratch", "efficientnet_lite0")
+IMAGE_SOURCES = ("checkpoint", "scratch", "efficientnet_lite0", "efficientnet_lite2")
 TEXT_SOURCES = ("checkpoint", "scratch")
 TEXT_TOWERS = ("smallbert", "hf")
 CNN_CHECKPOINT = "01_cnn.pt"
@@ -55,7 +55,7 @@ class ClipConfig:
     seed: int = 0  # seeds weights, caption draws, augmentation and shuffling
     embed_dim: int = 128  # size of the shared image-text space (both projections end here)
     projection_hidden: int = 0  # 0: Linear projections (the course's); > 0: 2-layer GELU MLPs
-    image_source: str = "checkpoint"  # "checkpoint" (01_cnn.pt) | "scratch" | "efficientnet_lite0"
+    image_source: str = "checkpoint"  # "checkpoint" (01_cnn) | "scratch" | "efficientnet_lite0/2"
     text_source: str = "checkpoint"  # "checkpoint" (02_smallbert.pt encoder) | "scratch"
     text_tower: str = "smallbert"  # "smallbert" | "hf" (pretrained transformer: pretrained_text)
     freeze_image: bool = False  # freeze the image encoder (its projection still trains)
@@ -248,7 +248,7 @@ def resolve_image_config(config: ClipConfig) -> CnnConfig:
 
 def build_image_encoder(config: ClipConfig, load_weights: bool) -> nn.Module:
     """The image trunk (B,3,S,S) -> (B,F), with step 1's weights when asked and available."""
-    pretrained = load_weights and config.image_source == "efficientnet_lite0"
+    pretrained = load_weights and config.image_source in EFFICIENTNET_LITE
     trunk = build_trunk(config.image, pretrained=pretrained)
     if load_weights and config.image_source == "checkpoint":
         trunk.load_state_dict(sub_state_dict(load_source_checkpoint(CNN_CHECKPOINT), "trunk."))

@@ -24,12 +24,12 @@ from utils.core.common import config_from_dict
 NUM_CLASSES = 4  # ball, bike, dog, water (utils.data.CLASSES)
 
 
-TRUNKS = ("scratch", "efficientnet_lite0", "resnet18", "resnet50")
+TRUNKS = ("scratch", "efficientnet_lite0", "efficientnet_lite2", "resnet18", "resnet50")
 
 
 SCHEDULES = ("onecycle", "plateau")
 MONITORS = {"val_acc": "max", "val_loss": "min"}
-PRETRAINED_IMAGE_SIZE = 224  # ImageNet resolution of the pretrained trunks
+PRETRAINED_IMAGE_SIZE = 224  # ImageNet resolution of the pretrained trunks (Lite2: 260)
 
 
 SCRATCH_IMAGE_SIZE = 64  # from scratch on 420 images, 64 px learns as well as 128, 4x faster
@@ -40,7 +40,7 @@ class CnnConfig:
     """Everything that defines an image classifier run (stored in checkpoints and metrics)."""
 
     seed: int = 0  # seeds weights, augmentation and shuffling
-    trunk: str = "scratch"  # "scratch" | "efficientnet_lite0" | "resnet18" | "resnet50"
+    trunk: str = "scratch"  # "scratch" | "efficientnet_lite0" / "_lite2" | "resnet18" / "50"
     image_size: int | None = None  # None: 64 for "scratch", 224 for the pretrained trunks
     augment: bool = True  # random resized crop + horizontal flip + colour jitter on training
     crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the random crops
@@ -77,9 +77,15 @@ class CnnConfig:
         self.crop_scale = tuple(self.crop_scale)
         self.report_seeds = tuple(self.report_seeds)
         if self.image_size is None:
-            pretrained = self.trunk != "scratch"
-            self.image_size = PRETRAINED_IMAGE_SIZE if pretrained else SCRATCH_IMAGE_SIZE
+            self.image_size = pretrained_image_size(self.trunk)
         self.channels = tuple(self.channels)  # a checkpoint's JSON gives back a list
+
+
+def pretrained_image_size(trunk: str) -> int:
+    """The input size a trunk is built for: its ImageNet size, or 64 px from scratch."""
+    if trunk == "scratch":
+        return SCRATCH_IMAGE_SIZE
+    return EFFICIENTNET_LITE[trunk][2] if trunk in EFFICIENTNET_LITE else PRETRAINED_IMAGE_SIZE
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -111,7 +117,8 @@ class ScratchTrunk(nn.Sequential):
 
 
 class EfficientNetLiteTrunk(nn.Module):
-    """EfficientNet-Lite0 without its ImageNet classifier: (B,3,S,S) -> pooled features (B,1280)."""
+    """EfficientNet-Lite without its ImageNet classifier: (B,3,S,S) -> pooled features (B,1280)
+    (every Lite size keeps the 1280-channel head)."""
 
     def __init__(self, network: nn.Module):
         super().__init__()
@@ -203,8 +210,8 @@ def build_trunk(config: CnnConfig, pretrained: bool = True) -> nn.Module:
     """The feature extractor named by ``config.trunk``: (B,3,S,S) -> (B,out_features)."""
     if config.trunk == "scratch":
         return ScratchTrunk(config.channels)
-    if config.trunk == "efficientnet_lite0":
-        return EfficientNetLiteTrunk(load_efficientnet_lite0(pretrained))
+    if config.trunk in EFFICIENTNET_LITE:
+        return EfficientNetLiteTrunk(load_efficientnet_lite(config.trunk, pretrained))
     return TorchvisionTrunk(load_resnet(config.trunk, pretrained))
 
 
