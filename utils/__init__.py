@@ -12,4 +12,4 @@
 (``from utils.data.course import ...``), so importing ``utils`` stays cheap.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
