@@ -9,7 +9,8 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
 from utils.data.captions import SPECIALS, Vocabulary, tokenize_caption
-from utils.eval.captioning import CLIP_WEIGHT, caption_scores, clip_scores, java_missing_reason
+from utils.eval.captioning import caption_scores, clip_scores, java_missing_reason
+from utils.eval.clipscore import CLIP_S_WEIGHT
 from utils.models.captioner import (
     AttentionCaptioner,
     CaptionerConfig,
@@ -200,7 +201,7 @@ def test_clip_scores_follow_hessel_et_al():
     references = [["dog", "grass grass"], ["ball water", "dog", "water water"]]
     found = clip_scores(BagOfWordsClip(), BagOfWordsTokenizer(), images, candidates,
                         references)
-    clip_s = torch.tensor([CLIP_WEIGHT * 1.0, 0.0])  # cos 1, then cos 0 -> w * max(cos, 0)
+    clip_s = torch.tensor([CLIP_S_WEIGHT * 1.0, 0.0])  # cos 1, then cos 0 -> w * max(cos, 0)
     best_ref = torch.tensor([2 ** -0.5, 1.0])  # best reference cosine of each candidate
     harmonic = torch.tensor([2 * 2.5 * 2 ** -0.5 / (2.5 + 2 ** -0.5), 0.0])
     assert found["CLIPScore"] == pytest.approx(clip_s.mean().item())

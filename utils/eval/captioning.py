@@ -24,12 +24,9 @@ from pycocoevalcap.rouge.rouge import Rouge
 
 from utils.data.captions import normalize_caption
 from utils.data.course import CLASSES, classify_caption
-from utils.eval.clipscore import CLIP_S_WEIGHT, clip_score, embed_clip_images, ref_clip_score
+from utils.eval.clipscore import clip_score, embed_clip_images, ref_clip_score
 from utils.eval.index import embed_texts
 from utils.models.clip import load_clip
-
-CLIP_WEIGHT = CLIP_S_WEIGHT  # w of CLIP-S = w * max(cos, 0) (Hessel et al. 2021)
-
 
 # Published Flickr8k figures to print beside ours (fractions, like the scores).
 ANCHORS = {

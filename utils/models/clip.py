@@ -62,7 +62,7 @@ class ClipConfig:
     freeze_text: bool = False  # freeze the text encoder (its projection still trains)
     captions_per_image: int = 1  # 1: the course subset; 5: Flickr8k's five captions per image
     dataset: str = "course"  # "course" | "flickr8k" (official split) | a CSV/TSV/JSONL file
-    image_size: int | None = None  # None: the image tower's size (128 step-1 CNN, 224 pretrained)
+    image_size: int | None = None  # None: the image tower's size (step 1 own, Lite0 224, Lite2 260)
     augment: bool = True  # crop/flip/colour jitter on training images (trainable image encoder)
     batch_size: int = 32  # image-text pairs per batch: each pair has batch_size - 1 negatives
     epochs: int = 6  # maximum epochs: validation R@5 levels off after 2-4 (2-core CPU: ~15 s)

@@ -41,7 +41,7 @@ class CnnConfig:
 
     seed: int = 0  # seeds weights, augmentation and shuffling
     trunk: str = "scratch"  # "scratch" | "efficientnet_lite0" / "_lite2" | "resnet18" / "50"
-    image_size: int | None = None  # None: 64 for "scratch", 224 for the pretrained trunks
+    image_size: int | None = None  # None: 64 "scratch", 260 Lite2, 224 the other pretrained
     augment: bool = True  # random resized crop + horizontal flip + colour jitter on training
     crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the random crops
     color_jitter: float = 0.3  # brightness, contrast, saturation +- this
@@ -77,11 +77,11 @@ class CnnConfig:
         self.crop_scale = tuple(self.crop_scale)
         self.report_seeds = tuple(self.report_seeds)
         if self.image_size is None:
-            self.image_size = pretrained_image_size(self.trunk)
+            self.image_size = default_image_size(self.trunk)
         self.channels = tuple(self.channels)  # a checkpoint's JSON gives back a list
 
 
-def pretrained_image_size(trunk: str) -> int:
+def default_image_size(trunk: str) -> int:
     """The input size a trunk is built for: its ImageNet size, or 64 px from scratch."""
     if trunk == "scratch":
         return SCRATCH_IMAGE_SIZE
