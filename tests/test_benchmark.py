@@ -67,8 +67,9 @@ def test_the_rebuilt_trunk_gives_the_cached_features(flickr8k_dir: Path, variant
 def test_end_to_end_variant_trains_both_pretrained_towers(flickr8k_dir: Path) -> None:
     # The variant a GPU adds by default (default_variants): run here on 8 images per split.
     config = BenchmarkConfig(max_images_per_split=8, full_epochs=1, pretrained_batch_size=8)
-    frame, root = load_clip_frame(variant_config(config, "pretrained_full"))
-    before, _ = build_clip(variant_config(config, "pretrained_full"))
+    clip_config = variant_config(config, "pretrained_full")
+    frame, root = load_clip_frame(clip_config)
+    before, _ = build_clip(clip_config)
     run, index, result = run_variant(config, "pretrained_full", frame, root)
     model = run.model
     assert not model.config.freeze_image and not model.config.freeze_text
