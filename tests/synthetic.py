@@ -62,3 +62,48 @@ def make_synthetic_subset(out: Path, per_class: int = 150, captions_per_image: i
     frame = pd.DataFrame(rows, columns=["image_path", "label", "caption"])
     frame.to_csv(out / "captions.csv", index=False, encoding="utf-8", lineterminator="\n")
     return out
+
+
+FLICKR_SUBJECTS = ("dog", "man", "boy", "girl", "child", "woman")
+FLICKR_SCENES = {"ball": "plays with a ball on the grass", "bike": "rides a bike in the park",
+                 "dog": "runs on the beach", "water": "swims in the water near a rock"}
+FLICKR_EXTRAS = ("in the snow", "near a tree", "by the street", "with a hat", "")
+
+
+def flickr_caption(label: str, subject: str, extra: str) -> str:
+    """One Flickr8k-style caption: 'A boy rides a bike in the park near a tree .'"""
+    if label == "dog":
+        subject = "dog"
+    return " ".join(f"A {subject} {FLICKR_SCENES[label]} {extra} .".split())
+
+
+def make_synthetic_flickr8k(out: Path, per_split: dict[str, int] | None = None,
+                            seed: int = 0) -> Path:
+    """Write ``out`` in Flickr8k's layout (Flicker8k_Dataset/, Flickr8k_text/ with the token,
+    lemma and split files): small drawn images, 5 captions each naming visible nouns."""
+    per_split = per_split or {"train": 40, "val": 12, "test": 12}
+    rng = random.Random(seed)
+    images, text = out / "Flicker8k_Dataset", out / "Flickr8k_text"
+    images.mkdir(parents=True, exist_ok=True)
+    text.mkdir(parents=True, exist_ok=True)
+    lines, split_lists, number = [], {}, 0
+    for split, count in per_split.items():
+        split_lists[split] = []
+        for _ in range(count):
+            label = CLASSES[number % len(CLASSES)]
+            name = f"{1000 + number}_{rng.getrandbits(40):010x}.jpg"
+            draw_image(label, rng).save(images / name, quality=90)
+            for index in range(5):
+                caption = flickr_caption(label, rng.choice(FLICKR_SUBJECTS),
+                                         rng.choice(FLICKR_EXTRAS))
+                lines.append(f"{name}#{index}\t{caption}")
+            split_lists[split].append(name)
+            number += 1
+    token = "\n".join(lines) + "\n"
+    (text / "Flickr8k.token.txt").write_text(token, encoding="utf-8")
+    (text / "Flickr8k.lemma.token.txt").write_text(token.lower(), encoding="utf-8")
+    files = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt",
+             "test": "Flickr_8k.testImages.txt"}
+    for split, names in split_lists.items():
+        (text / files[split]).write_text("\n".join(names) + "\n", encoding="utf-8")
+    return out

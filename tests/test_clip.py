@@ -135,7 +135,7 @@ def test_precomputed_features_give_the_same_embeddings() -> None:
 
 def test_non_finite_loss_stops_with_what_to_change() -> None:
     with pytest.raises(FloatingPointError, match="Lower the learning rate"):
-        check_finite(torch.tensor(float("nan")), epoch=3, step=7, lr=1e-3)
+        check_finite(torch.tensor(float("nan")), epoch=3, batches="batches 7-7", lr=1e-3)
 
 
 # --- building from the step-1/2 checkpoints -----------------------------------------------------

@@ -235,3 +235,21 @@ def test_export_pdf_shows_the_package_source(needs_tex, exported):
     assert "utils.models.clip.ClipLoss" in text and "utils/models/clip.py" in text
     assert "class ClipLoss(nn.Module):" in text
     assert "def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:" in text
+
+
+def test_the_hand_in_restamps_the_team_of_the_setup_cell_and_keeps_its_other_outputs(
+        team_file: Path) -> None:
+    from utils.handin.pdf import stamp_identity
+    from utils.handin.team import TEAM_OUTPUT, Team, team_bundle
+
+    placeholder = Team(1, load_team(paths.TEAM_FILE).members, paths.TEAM_FILE)
+    setup = new_code_cell("setup_notebook(RECIPE, PERSIST)")
+    device_line = nbformat.v4.new_output("stream", name="stdout", text="device: cpu | ...\n")
+    old = nbformat.v4.new_output("display_data", data=team_bundle(placeholder),
+                                 metadata={TEAM_OUTPUT: True})
+    setup.outputs = [device_line, old]
+    stamped = stamp_identity(new_notebook(cells=[setup]), load_team(), "x")
+    outputs = stamped.cells[0].outputs
+    assert outputs[0] == device_line and len(outputs) == 2
+    assert "Dupont-Leclerc" in outputs[1]["data"]["text/plain"]
+    assert "<NOM 1>" not in outputs[1]["data"]["text/plain"]

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from utils.app.catalog import (
@@ -28,24 +27,10 @@ from utils.app.catalog import (
 from utils.core import paths
 from utils.core.common import atomic_path
 from utils.data.course import CLASSES, DataError, classify_caption
-from utils.data.datasets import build_transform, decode_image
+from utils.data.datasets import ImageFiles, make_loader
 from utils.data.flickr8k import FLICKR_IMAGES, read_flickr8k
 from utils.eval.index import GalleryIndex, embed_images, embed_texts
 from utils.models.clip import ClipModel
-
-
-class ImageFiles(Dataset):
-    """Images decoded on demand (8k images do not fit a decoded cache): (3,S,S) float each."""
-
-    def __init__(self, root: Path, image_paths: list[str], image_size: int) -> None:
-        self.root, self.image_paths, self.size = root, image_paths, image_size
-        self.transform = build_transform(image_size, augment=False)
-
-    def __len__(self) -> int:
-        return len(self.image_paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
-        return (self.transform(decode_image(self.root / self.image_paths[index], self.size)),)
 
 
 def flickr8k_rows(flickr8k: Path, limit: int = 0) -> pd.DataFrame:
@@ -71,8 +56,9 @@ def embed_gallery(model: ClipModel, tokenizer, rows: pd.DataFrame, root: Path,
     """Rows of flickr8k_rows -> GalleryIndex: images (N, E) and captions (T, E) embedded."""
     images = rows.drop_duplicates("image_path").reset_index(drop=True)
     row_of = {path: i for i, path in enumerate(images["image_path"])}
-    dataset = ImageFiles(root, images["image_path"].tolist(), model.config.image_size)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    files = [root / path for path in images["image_path"]]
+    dataset = ImageFiles(files, model.config.image_size)
+    loader = make_loader(dataset, batch_size, shuffle=False)
     return GalleryIndex(
         image_embeds=embed_images(model, tqdm(loader, desc="images", unit="batch")),
         image_paths=images["image_path"].tolist(),

@@ -1,4 +1,5 @@
-"""Small helpers every stage needs: seeding, device choice, autocast, atomic writes, JSON."""
+"""Small helpers every stage needs: seeding, atomic writes, JSON, stage configs (the device and
+precision policy is ``utils.core.device``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.core.device import resolve_recipe
+
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
@@ -36,22 +39,6 @@ def make_generator(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
-
-
-def get_device() -> torch.device:
-    """The best available device: cuda, then mps, then cpu."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (faster matmuls, no loss scaling needed); a no-op elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def env_flag(name: str, default: bool = False) -> bool:
@@ -149,13 +136,19 @@ def resolve_smoke(smoke: bool | None) -> bool:
     return env_flag("SMOKE") if smoke is None else bool(smoke)
 
 
-def make_config(config_class: type, smoke: bool | None = None, overrides: dict | None = None):
-    """Build a stage config: defaults, then ``config_class.SMOKE`` in smoke mode, then overrides.
+def make_config(config_class: type, smoke: bool | None = None, overrides: dict | None = None,
+                recipe: str | None = None):
+    """Build a stage config: defaults, then ``config_class.GPU`` on the GPU recipe, then
+    ``config_class.SMOKE`` in smoke mode, then overrides.
 
-    ``config_class.SMOKE`` is a class-level dict of field values that shrink data and epochs so
-    the notebook runs in seconds; unknown override names raise with the list of valid fields.
+    ``GPU`` and ``SMOKE`` are class-level dicts of field values: the GPU recipe's batch sizes,
+    image sizes and epochs (``recipe``: "auto", "cpu", "gpu"; None reads $RECIPE), and the
+    smoke mode's tiny data and epochs (the notebook runs in seconds). Unknown override names
+    raise with the list of valid fields.
     """
-    values = dict(getattr(config_class, "SMOKE", {})) if resolve_smoke(smoke) else {}
+    values = dict(getattr(config_class, "GPU", {})) if resolve_recipe(recipe) == "gpu" else {}
+    if resolve_smoke(smoke):
+        values.update(getattr(config_class, "SMOKE", {}))
     values.update(overrides or {})
     valid = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - valid)

@@ -91,7 +91,13 @@ def hub_offline() -> bool:
 
 
 def from_pretrained(loader, name: str, **kwargs):
-    """Call ``loader.from_pretrained`` on a resolved name; any failure -> one clear message."""
+    """Call ``loader.from_pretrained`` on a resolved name; any failure -> one clear message.
+
+    transformers >= 5 swaps layers of a model on a GPU for compute kernels downloaded from the
+    hub when the model first trains (``kernels-community/...``): offline that fails, online it
+    runs code the project never tested. USE_HUB_KERNELS=NO keeps the model's own layers
+    (export USE_HUB_KERNELS=YES to opt in)."""
+    os.environ.setdefault("USE_HUB_KERNELS", "NO")
     path = resolve_model_path(name)
     try:
         return loader.from_pretrained(path, local_files_only=hub_offline(), **kwargs)

@@ -4,7 +4,7 @@
     python -m utils.data check DIR        (a course-format folder)
     python -m utils.data check FILE [--image-column C] [--caption-column C] [--label-column C]
                                     [--split-column C]   (any CSV/TSV/JSONL image-caption table)
-    python -m utils.data fetch
+    python -m utils.data fetch [--zip flickr_subset2.zip] [--flickr8k]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from utils.data.course import DataError, check_dataset, describe_counts, read_captions
-from utils.data.fetch import ensure_dataset
+from utils.data.fetch import ensure_dataset, ensure_flickr8k
 from utils.data.flickr8k import build_subset
 from utils.data.generic import TableColumns, check_table, describe_table, load_table_dataset
 
@@ -34,7 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check.add_argument("root", type=Path, help="folder holding captions.csv, or a CSV/TSV/JSONL")
     for what in ("image", "caption", "label", "split"):
         check.add_argument(f"--{what}-column", help=f"the {what} column (default: guessed)")
-    commands.add_parser("fetch", help="make data/flickr_subset2 ready (local, build or download)")
+    fetch = commands.add_parser("fetch", help="make data/flickr_subset2 ready (local copy, "
+                                "the course zip, built from Flickr8k, or downloaded)")
+    fetch.add_argument("--zip", type=Path, default=None,
+                       help="a local copy of the course's flickr_subset2.zip to unpack")
+    fetch.add_argument("--flickr8k", action="store_true",
+                       help="also make Flickr8k ready (notebooks 06 and 08; about 1 GB)")
     return parser.parse_args(argv)
 
 
@@ -63,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_check(args.root, TableColumns(args.image_column, args.caption_column,
                                                      args.label_column, args.split_column))
         else:
-            root = ensure_dataset()
+            root = ensure_dataset(course_zip=args.zip)
             print(describe_counts(root, read_captions(root)))
+            if args.flickr8k:
+                print(f"Flickr8k: {ensure_flickr8k()}")
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ Images are decoded once per run by ``ImageCache`` (uint8 tensors in memory, abou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageDraw
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
 from utils.core.common import make_generator
+from utils.core.device import loader_options
 from utils.data.course import CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,12 +62,36 @@ def open_rgb(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
+def imagenet_normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (3,S,S) -> float32 (3,S,S) in [0, 1], ImageNet-normalised (what the frozen
+    encoders' feature cache was computed with, bit for bit)."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (pixels.float() / 255.0 - mean) / std
+
+
 def decode_image(path: Path, size: int) -> torch.Tensor:
     """One image file -> uint8 tensor (3,size,size), any mode converted to RGB."""
     image = open_rgb(path)
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
     return F.pil_to_tensor(image)
+
+
+class ImageFiles(Dataset):
+    """Image files decoded on demand, e.g. by DataLoader workers (a gallery of thousands of
+    images does not fit the in-memory ImageCache): item = (float32 (3,S,S),)."""
+
+    def __init__(self, files: Sequence[str | Path], image_size: int,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.files, self.size = [Path(f) for f in files], image_size
+        self.transform = transform or build_transform(image_size, augment=False)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
+        return (self.transform(decode_image(self.files[index], self.size)),)
 
 
 class ImageCache:
@@ -182,11 +207,17 @@ class ImageTextDataset(Dataset):
         self.cache = cache or ImageCache.shared(root, image_size)
         self.transform = build_transform(image_size, augment, config)
         self.seed = seed
-        self.epoch = 0
+        # In shared memory: persistent DataLoader workers (forked once) see every set_epoch.
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose captions ``__getitem__`` draws."""
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose captions ``__getitem__`` draws."""
-        self.epoch = epoch
+        """Choose the epoch whose captions ``__getitem__`` draws (workers included)."""
+        self._epoch.fill_(epoch)
 
     def caption_row(self, index: int) -> int:
         """Row (of the frame) of the caption used for image ``index`` at the current epoch."""
@@ -205,13 +236,21 @@ class ImageTextDataset(Dataset):
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
-                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
-    """A DataLoader whose shuffling repeats for a given seed. num_workers=0 by default: the
-    images are already decoded in memory, and workers would each copy the cache. Workers are
-    not persistent, so they see each ``set_epoch`` (they copy the dataset every epoch)."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      drop_last=drop_last, generator=make_generator(seed),
-                      pin_memory=torch.cuda.is_available())
+                num_workers: int | None = None, drop_last: bool = False,
+                sampler: Sampler | None = None) -> DataLoader:
+    """The project's one DataLoader factory: its shuffling repeats for a given seed; workers
+    and pinned memory follow the device policy (``utils.core.device.loader_options``): none
+    on the CPU, where the images are already decoded in memory and a worker would copy them;
+    persistent workers and pinned memory on a GPU, so the GPU never waits for augmentation or
+    decoding. ``num_workers`` overrides the policy's count (0 for tensors already in memory);
+    ``sampler`` (e.g. a DistributedSampler) replaces the seeded shuffling."""
+    options = loader_options()
+    if num_workers is not None:
+        options["num_workers"] = num_workers
+    options["persistent_workers"] = options["persistent_workers"] and options["num_workers"] > 0
+    order = {"sampler": sampler} if sampler is not None else {
+        "shuffle": shuffle, "generator": make_generator(seed)}
+    return DataLoader(dataset, batch_size=batch_size, drop_last=drop_last, **order, **options)
 
 
 def image_pixels(image: str | Path | Image.Image, size: int) -> torch.Tensor:

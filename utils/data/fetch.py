@@ -92,14 +92,21 @@ def unzip_to_temp(zip_path: Path, near: Path) -> Path:
     return staging
 
 
-def fetch_course_zip(target: Path) -> Path:
-    """Download the course's flickr_subset2.zip and install its content as ``target``."""
-    zip_path = download_file(COURSE_ZIP_URL, paths.data_dir() / "downloads" / "flickr_subset2.zip")
-    staging = unzip_to_temp(zip_path, paths.data_dir())
+def install_course_zip(zip_path: Path, target: Path) -> Path:
+    """Unpack a copy of the course's flickr_subset2.zip (uploaded, on Drive, downloaded) as
+    ``target``; the zip itself is left where it is."""
+    staging = unzip_to_temp(Path(zip_path), paths.data_dir())
     try:
         replace_dir(find_folder(staging, CAPTIONS_CSV), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def fetch_course_zip(target: Path) -> Path:
+    """Download the course's flickr_subset2.zip and install its content as ``target``."""
+    zip_path = download_file(COURSE_ZIP_URL, paths.data_dir() / "downloads" / "flickr_subset2.zip")
+    install_course_zip(zip_path, target)
     zip_path.unlink()
     return target
 
@@ -147,12 +154,19 @@ def offline_message(target: Path, errors: list[str]) -> str:
     )
 
 
-def ensure_dataset(per_class: int = 150, captions_per_image: int = 1) -> Path:
-    """Make paths.subset_dir() ready and return it: the local copy if present, else built from
-    Flickr8k, else the course zip downloaded, else Flickr8k downloaded and built."""
+def ensure_dataset(per_class: int = 150, captions_per_image: int = 1,
+                   course_zip: Path | None = None) -> Path:
+    """Make paths.subset_dir() ready and return it: the local copy if present, else the
+    course zip given (``course_zip``), else built from Flickr8k, else the course zip
+    downloaded, else Flickr8k downloaded and built."""
     target = paths.subset_dir()
     if (target / CAPTIONS_CSV).exists():
         return validate_dataset(target)
+    if course_zip is not None:
+        if not Path(course_zip).is_file():
+            raise DataError(f"{course_zip}: no such file. Fix: give the path of "
+                            "flickr_subset2.zip as the course distributes it.")
+        return validate_dataset(install_course_zip(Path(course_zip), target))
     flickr8k = paths.flickr8k_dir()
     if has_flickr8k(flickr8k):
         return validate_dataset(build_subset(flickr8k, target, per_class, captions_per_image))

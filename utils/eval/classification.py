@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from torch import nn
 from torch.utils.data import DataLoader
 
-from utils.core.common import autocast, get_device
+from utils.core.device import autocast, get_device
 
 
 def image_files(loader, root: Path | None = None) -> list[Path]:

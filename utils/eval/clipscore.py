@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from utils.core.common import autocast
-from utils.data.datasets import build_transform, image_pixels
+from utils.core.device import autocast
+from utils.data.datasets import ImageFiles, make_loader
 
 CLIP_S_WEIGHT = 2.5  # Hessel et al.'s w: stretches the cosines of CLIP ViT-B/32 towards [0, 1]
 
@@ -60,11 +60,12 @@ def embed_clip_images(model: torch.nn.Module, files: Sequence[Path], image_size:
     evaluation images (resize to ``image_size``, ImageNet normalisation)."""
     model.eval()
     device = next(model.parameters()).device
-    transform = build_transform(image_size, augment=False)
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: image not found ({len(missing)} missing); "
+                                "give existing image files")
     chunks = []
-    for start in range(0, len(files), batch_size):
-        batch = torch.stack([transform(image_pixels(f, image_size))
-                             for f in files[start:start + batch_size]])
+    for (batch,) in make_loader(ImageFiles(files, image_size), batch_size, shuffle=False):
         with autocast(device):
-            chunks.append(model.encode_image(batch.to(device)).float().cpu())
-    return torch.cat(chunks)
+            chunks.append(model.encode_image(batch.to(device, non_blocking=True)).float())
+    return torch.cat(chunks).cpu()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from utils.core.common import autocast
+from utils.core.device import autocast
 from utils.data.course import CLASSES
 from utils.data.datasets import (
     NO_LABEL,

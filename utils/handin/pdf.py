@@ -16,7 +16,7 @@ from utils.core import paths
 from utils.core.common import atomic_path
 from utils.handin.execute import HandinError, executed_notebooks
 from utils.handin.latex import french_date
-from utils.handin.team import Team, load_team, team_bundle
+from utils.handin.team import TEAM_OUTPUT, Team, load_team, team_bundle
 
 MAX_OUTPUT_LINES = 40  # longer outputs keep their head and tail in the PDF
 
@@ -140,9 +140,16 @@ def stamp_identity(nb, team: Team, fallback_title: str):
     nb.metadata["hai923_team"] = {"group": team.group, "members": [
         {"name": m.name, "first_name": m.first_name, "student_card": m.student_card}
         for m in team.members]}
-    output = nbformat.v4.new_output("display_data", data=team_bundle(team))
+    output = nbformat.v4.new_output("display_data", data=team_bundle(team),
+                                    metadata={TEAM_OUTPUT: True})
     for cell in nb.cells:
-        if cell.cell_type == "code" and "show_team(" in cell.source:
+        if cell.cell_type != "code":
+            continue
+        marked = [o.get("metadata", {}).get(TEAM_OUTPUT) for o in cell.outputs]
+        if any(marked):  # the setup cell: keep its other outputs (device, data), stamp the team
+            cell.outputs = [output if mark else o for o, mark in zip(cell.outputs, marked,
+                                                                     strict=True)]
+        elif "show_team(" in cell.source:  # notebooks executed before the setup cell existed
             cell.outputs = [output]
     return nb
 

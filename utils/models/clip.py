@@ -25,7 +25,8 @@ from torch import nn
 
 from utils.core import paths
 from utils.core.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from utils.core.common import config_from_dict, get_device
+from utils.core.common import config_from_dict
+from utils.core.device import get_device
 from utils.core.pretrained import PretrainedTextConfig, pretrained_text_config
 from utils.data.tokenizers import (
     HFTokenizerAdapter,
@@ -79,6 +80,8 @@ class ClipConfig:
     text: SmallBertConfig | None = None  # SmallBERT tower; None: resolved from text_source
     pretrained_text: PretrainedTextConfig | None = None  # text_tower="hf": the pretrained encoder
 
+    # GPU recipe (T4, not measured): more negatives per pair, more epochs.
+    GPU: ClassVar[dict] = {"batch_size": 64, "epochs": 15, "patience": 5}
     SMOKE: ClassVar[dict] = {"epochs": 1, "batch_size": 8, "max_images_per_split": 16}
 
     def __post_init__(self) -> None:

@@ -64,6 +64,10 @@ class CnnConfig:
     limit_batches: int = 0  # training batches per epoch (0: all)
     per_class_limit: int = 0  # images kept per class in each split (0: all); smoke mode: few
 
+    # GPU recipe (RECIPE="gpu", chosen for a T4, not yet measured): the from-scratch CNN at
+    # 128 px with twice the batch and the epochs; frozen features cached in big batches.
+    GPU: ClassVar[dict] = {"image_size": 128, "batch_size": 64, "epochs": 80, "patience": 80,
+                           "feature_batch_size": 64}
     SMOKE: ClassVar[dict] = {"epochs": 2, "per_class_limit": 8, "batch_size": 16,
                              "report_seeds": (0, 1)}
 

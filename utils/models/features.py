@@ -20,8 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from utils.core import paths
-from utils.core.common import atomic_path, autocast, get_device
-from utils.data.datasets import IMAGENET_MEAN, IMAGENET_STD, decode_image
+from utils.core.common import atomic_path
+from utils.core.device import autocast, get_device, precision_for
+from utils.data.datasets import ImageFiles, decode_image, imagenet_normalise, make_loader
 from utils.models.cnn import EFFICIENTNET_LITE, load_efficientnet_lite
 
 CACHE_VERSION = 1  # bump when the way features are computed changes
@@ -43,44 +44,60 @@ class ImageFeatures:
         return torch.tensor([where[name] for name in names], dtype=torch.long)
 
 
-def image_set_key(files: list[Path], encoder: str, image_size: int) -> str:
-    """A short key of the encoder, the size and the image set (names and byte sizes)."""
+def precision_tag(device: torch.device | None = None) -> str:
+    """'' on the CPU (float32, the key caches were always written under), else e.g.
+    'cuda-bfloat16': features of a reduced-precision GPU run never pass for float32 ones."""
+    precision = precision_for(device or get_device())
+    if precision.device.type == "cpu":
+        return ""
+    return f"{precision.device.type}-{precision.name.split(' ')[0]}"
+
+
+def image_set_key(files: list[Path], encoder: str, image_size: int, precision: str = "") -> str:
+    """A short key of the encoder, the size, the device and precision (when not the CPU's
+    float32) and the image set (names and byte sizes)."""
     listing = [[Path(f).name, Path(f).stat().st_size] for f in files]
-    text = json.dumps([CACHE_VERSION, encoder, image_size, listing])
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+    parts = [CACHE_VERSION, encoder, image_size, listing] + ([precision] if precision else [])
+    return hashlib.sha1(json.dumps(parts).encode("utf-8")).hexdigest()[:12]
 
 
-def cache_path(files: list[Path], encoder: str, image_size: int) -> Path:
-    """Where the features of this image set and encoder are cached."""
-    key = image_set_key(files, encoder, image_size)
-    return paths.data_dir() / "cache" / "features" / f"{encoder}_{image_size}_{key}.pt"
+def cache_path(files: list[Path], encoder: str, image_size: int,
+               device: torch.device | None = None) -> Path:
+    """Where the features of this image set, encoder and device precision are cached."""
+    precision = precision_tag(device)
+    key = image_set_key(files, encoder, image_size, precision)
+    suffix = f"_{precision}" if precision else ""
+    return paths.data_dir() / "cache" / "features" / f"{encoder}_{image_size}_{key}{suffix}.pt"
 
 
 def normalised_batch(files: list[Path], image_size: int) -> torch.Tensor:
     """Decode files -> float32 (B,3,S,S), ImageNet-normalised as the encoders expect."""
-    images = torch.stack([decode_image(f, image_size) for f in files]).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images - mean) / std
+    return torch.stack([imagenet_normalise(decode_image(f, image_size)) for f in files])
 
 
 @torch.inference_mode()
 def compute_features(files: list[Path], encoder: str, image_size: int, batch_size: int = 32
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the frozen encoder over every file -> maps (N,R,C) float16, pooled (N,C) float32."""
+    """Run the frozen encoder over every file -> maps (N,R,C) float16, pooled (N,C) float32.
+    Files are decoded by the project's loader (in worker processes on a GPU machine)."""
     device = get_device()
     network = load_efficientnet_lite(encoder).eval().to(device)
     network = network.to(memory_format=torch.channels_last)  # faster convolutions on CPU too
+    loader = make_loader(ImageFiles(files, image_size, imagenet_normalise), batch_size,
+                         shuffle=False)
     maps, pooled = [], []
-    starts = range(0, len(files), batch_size)
-    for start in tqdm(starts, desc=f"{encoder} features", file=sys.stdout, mininterval=5.0):
-        batch = normalised_batch(files[start:start + batch_size], image_size).to(device)
-        with autocast(device):
-            fmap = network.extract_features(batch.contiguous(memory_format=torch.channels_last))
-        regions = fmap.float().flatten(2).transpose(1, 2)  # (B,C,H,W) -> (B,R,C)
-        maps.append(regions.half().cpu())
-        pooled.append(regions.mean(dim=1).cpu())
-    return torch.cat(maps), torch.cat(pooled)
+    with tqdm(total=len(loader), desc=f"{encoder} features", file=sys.stdout,
+              mininterval=5.0) as bar:
+        for (batch,) in loader:
+            batch = batch.to(device, non_blocking=True)
+            with autocast(device):
+                fmap = network.extract_features(batch.contiguous(
+                    memory_format=torch.channels_last))
+            regions = fmap.float().flatten(2).transpose(1, 2)  # (B,C,H,W) -> (B,R,C)
+            maps.append(regions.half())
+            pooled.append(regions.mean(dim=1))
+            bar.update(1)
+    return torch.cat(maps).cpu(), torch.cat(pooled).cpu()
 
 
 def image_features(files: list[Path], encoder: str = "efficientnet_lite0",

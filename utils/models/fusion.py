@@ -79,6 +79,7 @@ class FusionConfig:
     per_class_limit: int = 0  # course images kept per class and split (0: all); smoke: few
     flickr_per_split: int = 0  # Flickr8k images kept per official split (0: all); smoke: few
 
+    GPU: ClassVar[dict] = {"threads": 0}  # tiny models: the GPU recipe only frees the threads
     SMOKE: ClassVar[dict] = {"seeds": 2, "epochs": 2, "tag_epochs": 2, "per_class_limit": 4,
                              "flickr_per_split": 16, "n_tags": 8, "batch_size": 16,
                              "tag_batch_size": 16}
@@ -230,8 +231,11 @@ class FusionBundle:
         """Class probabilities (N,4) of each model (and late fusion, their average) for image
         features (N,F) paired with ``sentences`` (N)."""
         tokens = self.vectorizer.encode(list(sentences))
-        probs = {name: model.eval()(image_features, tokens).softmax(dim=1).numpy()
-                 for name, model in self.models.items()}
+        probs = {}
+        for name, model in self.models.items():
+            device = next(model.parameters()).device
+            logits = model.eval()(image_features.to(device), tokens.to(device))
+            probs[name] = logits.float().softmax(dim=1).cpu().numpy()
         probs["late"] = (probs["image"] + probs["text"]) / 2
         return probs
 

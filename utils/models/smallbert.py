@@ -49,6 +49,7 @@ class SmallBertConfig:
     limit_batches: int = 0  # training batches per epoch (0: all)
     per_class_limit: int = 0  # captions kept per class in each split (0: all); smoke mode: few
 
+    GPU: ClassVar[dict] = {"batch_size": 64, "epochs": 40, "patience": 8}  # T4, not measured
     SMOKE: ClassVar[dict] = {"epochs": 2, "per_class_limit": 8, "batch_size": 16}
 
     def __post_init__(self) -> None:

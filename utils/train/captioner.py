@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from utils.core import paths
-from utils.core.common import autocast
+from utils.core.device import autocast
 from utils.data.captions import CaptionDataset, Vocabulary, caption_table
 from utils.data.datasets import make_loader
 from utils.data.flickr8k import FLICKR_IMAGES, flickr8k_image_files, read_flickr8k
@@ -107,8 +107,8 @@ def caption_step(model: AttentionCaptioner, batch, device: torch.device
         logits, weights = model(maps.to(device), tokens)
     targets = tokens[:, :, 1:].flatten(0, 1)
     loss, cross_entropy = caption_loss(logits, weights, targets, 0, model.config.alpha_c)
-    n = int((targets != 0).any(dim=1).sum())
-    return loss, n, {"ce": cross_entropy.item() * n}
+    n = (targets != 0).any(dim=1).sum()  # a tensor on the device: no host sync per batch
+    return loss, n, {"ce": cross_entropy.detach() * n}
 
 
 def dataset_maps(loader: DataLoader) -> torch.Tensor:
@@ -131,6 +131,7 @@ def validate_captioner(model: AttentionCaptioner, loader: DataLoader, vocabulary
     for batch in loader:
         _, n, extra = caption_step(model, batch, device)
         total, count = total + extra["ce"], count + n
+    total, count = float(total), int(count)
     found = generate_captions(model, dataset_maps(loader), vocabulary, 1,
                               model.config.max_caption_length)
     scores, _ = caption_scores([vocabulary.decode(c.ids) for c in found], references,
@@ -162,7 +163,7 @@ def train_captioner(model: AttentionCaptioner, loaders: dict[str, DataLoader],
     stopper = EarlyStopping(*MONITOR, patience=config.patience)
     return fit(model, loaders["train"], caption_step,
                lambda m: validate_captioner(m, loaders["val"], vocabulary, references, device),
-               optimizer, scheduler, stopper, config.epochs_on(device), device,
+               optimizer, scheduler, stopper, config.epochs, device,
                config.limit_batches)
 
 

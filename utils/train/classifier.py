@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from utils.core import paths
 from utils.core.checkpoint import save_checkpoint
-from utils.core.common import autocast, get_device, seed_everything
+from utils.core.common import seed_everything
+from utils.core.device import autocast, get_device
 from utils.data.course import take_per_class
 from utils.data.datasets import ImageClassificationDataset, TextClassificationDataset, make_loader
 from utils.models.cnn import MONITORS, CnnConfig, ImageClassifier, build_image_classifier
@@ -40,7 +41,7 @@ def classifier_step(model: nn.Module, batch, device: torch.device, label_smoothi
     with autocast(device):
         logits = model(inputs)
     loss = nn.functional.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-    return loss, len(labels), {"acc": (logits.argmax(dim=1) == labels).sum().item()}
+    return loss, len(labels), {"acc": (logits.argmax(dim=1) == labels).sum()}
 
 
 def make_scheduler(optimizer, config, steps_per_epoch: int):
@@ -54,14 +55,15 @@ def make_scheduler(optimizer, config, steps_per_epoch: int):
 
 
 def validate_classifier(model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
-    """Mean validation loss and accuracy -> {"val_loss", "val_acc"}."""
+    """Mean validation loss and accuracy -> {"val_loss", "val_acc"} (summed on the device,
+    read once)."""
     model.eval()
     loss, correct, count = 0.0, 0, 0
     for batch in loader:
         batch_loss, n, extra = classifier_step(model, batch, device)
-        loss, correct, count = loss + batch_loss.item() * n, correct + extra["acc"], count + n
+        loss, correct, count = loss + batch_loss * n, correct + extra["acc"], count + n
     count = max(count, 1)
-    return {"val_loss": loss / count, "val_acc": correct / count}
+    return {"val_loss": float(loss) / count, "val_acc": float(correct) / count}
 
 
 def fit_classifier(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, config,

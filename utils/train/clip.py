@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from utils.core import paths
-from utils.core.common import autocast, get_device
+from utils.core.device import autocast, get_device
 from utils.data.course import keep_first_images, load_dataset
 from utils.data.datasets import ImageTextDataset, make_loader
 from utils.data.fetch import ensure_dataset
@@ -120,19 +120,19 @@ def validate_clip(model: ClipModel, loader: DataLoader, device: torch.device
     """Validation loss and R@5 of each direction, one caption per image (as drawn at epoch 0),
     and the logit scale."""
     model.eval()
-    images, texts, losses = [], [], []
+    images, texts, loss = [], [], 0.0
     for batch_images, tokens, _ in loader:
         with autocast(device):
             out = model(batch_images.to(device), tokens.to(device))
-        images.append(out["image_embeds"].float().cpu())
-        texts.append(out["text_embeds"].float().cpu())
-        losses.append(out["loss"].item() * len(tokens))
-    image_embeds, text_embeds = torch.cat(images), torch.cat(texts)
+        images.append(out["image_embeds"].float())
+        texts.append(out["text_embeds"].float())
+        loss = loss + out["loss"] * len(tokens)  # summed on the device, read once
+    image_embeds, text_embeds = torch.cat(images).cpu(), torch.cat(texts).cpu()
     relevant = torch.eye(len(image_embeds), dtype=torch.bool)
     similarity = text_embeds @ image_embeds.T
     t2i = recall_at_k(first_relevant_rank(similarity, relevant), 5)
     i2t = recall_at_k(first_relevant_rank(similarity.T, relevant), 5)
-    return {"val_loss": sum(losses) / len(image_embeds), "val_R@5": (t2i + i2t) / 2,
+    return {"val_loss": float(loss) / len(image_embeds), "val_R@5": (t2i + i2t) / 2,
             "val_R@5_t2i": t2i, "val_R@5_i2t": i2t, "logit_scale": model.logit_scale.item()}
 
 

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from utils.core import paths
 from utils.core.common import make_config, seed_everything
 from utils.eval.index import build_index
@@ -45,7 +47,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a ClipConfig field (repeatable)")
     parser.add_argument("--smoke", action="store_true", help="a few images, one epoch")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint to write")
+    parser.add_argument("--check-nproc", metavar="N", default=None,
+                        help="only check a process count for torchrun (make train-ddp NPROC=N)")
     return parser.parse_args(argv)
+
+
+def nproc_problem(value: str) -> str | None:
+    """What is wrong with ``NPROC`` for ``make train-ddp`` (None: nothing)."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not value.isdigit() or int(value) < 1:
+        return (f"NPROC={value!r}: give a whole number of processes >= 1, e.g. make train-ddp "
+                f"NPROC={max(gpus, 2)}")
+    if gpus and int(value) > gpus:
+        return (f"NPROC={value}: this machine has {gpus} GPU(s), one process each; give "
+                f"NPROC={gpus} or fewer (NPROC defaults to the GPU count)")
+    return None
 
 
 def overrides_of(args: argparse.Namespace) -> dict:
@@ -77,6 +93,12 @@ def train_and_save(config: ClipConfig, out: Path) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one process, or one of ``torchrun``'s."""
     args = parse_args(argv)
+    if args.check_nproc is not None:
+        problem = nproc_problem(args.check_nproc)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        return 0
     start = time.perf_counter()
     init_distributed()
     try:

@@ -18,6 +18,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from utils.data.datasets import make_loader
+
 
 def is_distributed() -> bool:
     """True inside an initialised process group of more than one process."""
@@ -83,5 +85,5 @@ def distributed_loader(dataset: Dataset, batch_size: int, seed: int, drop_last: 
     """A training loader over this process's shard of a shuffled ``dataset``; ``batch_size``
     is the global batch. ``fit`` calls ``loader.sampler.set_epoch`` every epoch."""
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
-    return DataLoader(dataset, batch_size=local_batch_size(batch_size), sampler=sampler,
-                      drop_last=drop_last, pin_memory=torch.cuda.is_available())
+    return make_loader(dataset, local_batch_size(batch_size), shuffle=False, seed=seed,
+                       drop_last=drop_last, sampler=sampler)

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from utils.core import paths
-from utils.core.common import atomic_path, autocast, get_device, make_generator
+from utils.core.common import atomic_path
+from utils.core.device import autocast, get_device
 from utils.data.datasets import ImageTextDataset, make_loader
 from utils.train.loop import batch_count, limit
 
@@ -70,9 +71,8 @@ def encode_dataset(encoder: nn.Module, dataset: Dataset, batch_size: int) -> tor
 
 def feature_loader(dataset: TensorDataset, batch_size: int, shuffle: bool, seed: int
                    ) -> DataLoader:
-    """A seeded DataLoader over cached features."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                      generator=make_generator(seed))
+    """A seeded DataLoader over cached features (in memory: no worker)."""
+    return make_loader(dataset, batch_size, shuffle, seed, num_workers=0)
 
 
 class PrecomputedPairs(Dataset):

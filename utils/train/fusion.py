@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from utils.core.common import autocast, make_config, seed_everything
+from utils.core.common import make_config, seed_everything
+from utils.core.device import autocast
 from utils.data.course import take_per_class
 from utils.data.datasets import ImageClassificationDataset, label_ids
 from utils.data.flickr8k import FLICKR_IMAGES, flickr8k_image_files
@@ -95,10 +96,12 @@ def step2_text_encoder(frame: pd.DataFrame, checkpoint: Path, smoke: bool
 
 @torch.no_grad()
 def sentence_vectors(encoder: nn.Module, vectorizer, captions: list[str]) -> torch.Tensor:
-    """Frozen sentence vectors (N,D) of ``captions``."""
+    """Frozen sentence vectors (N,D) float32 on the CPU of ``captions``, computed on the
+    encoder's device (a GPU when step 2's SmallBERT was just trained there)."""
     encoder.eval()
+    device = next(encoder.parameters()).device
     tokens = vectorizer.encode(list(captions))
-    return torch.cat([encoder(chunk) for chunk in tokens.split(256)]).float()
+    return torch.cat([encoder(chunk.to(device)).float() for chunk in tokens.split(256)]).cpu()
 
 
 def split_rows(frame: pd.DataFrame, values: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -172,7 +175,7 @@ def fusion_step(loss_fn: Callable) -> Step:
         with autocast(device):
             logits = model(image, text)
         loss = loss_fn(logits.float(), target)
-        extra = {"acc": (logits.argmax(1) == target).sum().item()} if target.ndim == 1 else {}
+        extra = {"acc": (logits.argmax(1) == target).sum()} if target.ndim == 1 else {}
         return loss, len(target), extra
     return step
 
@@ -186,7 +189,7 @@ def multitask_step(config: FusionConfig, class_weight: float, tag_weight: float)
         if class_weight:
             loss = loss + class_weight * smoothed_cross_entropy(
                 class_logits.float(), classes, config.label_smoothing)
-        return loss, len(classes), {"acc": (class_logits.argmax(1) == classes).sum().item()}
+        return loss, len(classes), {"acc": (class_logits.argmax(1) == classes).sum()}
     return step
 
 
@@ -197,11 +200,11 @@ def validate_step(model: nn.Module, step: Step, loader: DataLoader, device: torc
     totals, count = {"loss": 0.0}, 0
     for batch in loader:
         loss, n, extra = step(model, batch, device)
-        totals["loss"] += loss.item() * n
+        totals["loss"] = totals["loss"] + loss * n  # summed on the device, read once
         for key, value in extra.items():
             totals[key] = totals.get(key, 0) + value
         count += n
-    return {f"val_{key}": value / max(count, 1) for key, value in totals.items()}
+    return {f"val_{key}": float(value) / max(count, 1) for key, value in totals.items()}
 
 
 @contextlib.contextmanager

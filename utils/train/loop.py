@@ -21,8 +21,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from utils.core.device import grad_scaler
+
 # step(model, batch, device) -> (mean loss of the batch (scalar tensor), items in the batch,
-# extra counts to add up over the epoch, e.g. {"correct": 12})
+# extra counts to add up over the epoch, e.g. {"acc": right answers}); counts may be tensors
+# on the device (summed there, read once per epoch: no host sync per batch on a GPU)
 Step = Callable[[nn.Module, Any, torch.device], tuple[torch.Tensor, int, dict]]
 
 
@@ -36,14 +39,58 @@ def batch_count(loader: DataLoader, batches: int) -> int:
     return min(len(loader), batches) if batches > 0 else len(loader)
 
 
-def check_finite(loss: torch.Tensor, epoch: int, step: int, lr: float) -> None:
-    """Stop training on a NaN/inf loss with what to change."""
-    if not torch.isfinite(loss):
+SYNC_EVERY = 50  # on a GPU, the loss is read back (a host sync) once every SYNC_EVERY batches
+
+
+def check_finite(total: torch.Tensor, epoch: int, batches: str, lr: float) -> None:
+    """Stop training on a NaN/inf loss (the running total of the epoch) with what to change."""
+    if not torch.isfinite(total):
         raise FloatingPointError(
-            f"loss is {loss.item()} at epoch {epoch}, batch {step}. Lower the learning rate "
+            f"loss is {total.item()} at epoch {epoch}, {batches}. Lower the learning rate "
             f"(lr={lr:g}: try OVERRIDES={{'lr': {lr / 10:g}}}), check the data (empty captions, "
-            "unreadable images: python -m utils.data check), keep max_logit_scale <= 100 and "
-            "use bf16 or float32, never fp16.")
+            "unreadable images: python -m utils.data check), keep max_logit_scale <= 100; on a "
+            "GPU, RECIPE='cpu' or DETERMINISTIC=1 help tell a precision problem from a data one.")
+
+
+def sync_interval(device: torch.device) -> int:
+    """Batches between two reads of the running loss: every batch on the CPU (free there), every
+    SYNC_EVERY on a GPU (each read waits for the GPU to finish its queue)."""
+    return 1 if device.type == "cpu" else SYNC_EVERY
+
+
+def add_to(totals: dict, key: str, value) -> None:
+    """totals[key] += value, values being numbers or tensors (kept on their device)."""
+    totals[key] = totals[key] + value if key in totals else value
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, scaler: torch.amp.GradScaler) -> None:
+    """Backward and step through the scaler, a no-op one except in float16 (where it skips a
+    step with inf/NaN gradients and lowers its scale)."""
+    optimizer.zero_grad(set_to_none=True)
+    if not scaler.is_enabled():
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+class StepCounter:
+    """Counts the optimizer's real steps (a post-step hook: no host sync), so a per-batch
+    scheduler skips the batches whose step the gradient scaler skipped."""
+
+    def __init__(self, optimizer) -> None:
+        self.count = 0
+        self.handle = optimizer.register_step_post_hook(self.increment)
+
+    def increment(self, optimizer, args, kwargs) -> None:
+        """The hook: one more step taken."""
+        self.count += 1
+
+    def remove(self) -> None:
+        """Unhook from the optimizer."""
+        self.handle.remove()
 
 
 @dataclass
@@ -83,28 +130,40 @@ def best_epoch(history: list[dict], monitor: str, mode: str) -> int:
 
 
 def train_epoch(model: nn.Module, batches: Iterable, step: Step, optimizer,
-                device: torch.device, epoch: int, bar: tqdm, batch_scheduler=None) -> dict:
+                device: torch.device, epoch: int, bar: tqdm, batch_scheduler=None,
+                scaler: torch.amp.GradScaler | None = None,
+                steps: StepCounter | None = None) -> dict:
     """One training pass -> {"train_loss": mean loss, plus each extra count per item};
-    ``batch_scheduler`` (e.g. OneCycleLR) steps after every batch."""
+    ``batch_scheduler`` (e.g. OneCycleLR) steps after every batch that updated the weights.
+    Sums stay on the device; they are read every ``sync_interval`` batches and at the end."""
     model.train()
-    totals: dict[str, float] = {"loss": 0.0, "n": 0}
+    scaler = scaler or grad_scaler(device)
+    steps = steps or StepCounter(optimizer)
+    totals: dict = {}
     lr = optimizer.param_groups[-1]["lr"]
-    for index, batch in enumerate(batches):
+    every, last = sync_interval(device), 0
+    for index, batch in enumerate(batches, start=1):
         loss, n, extra = step(model, batch, device)
-        check_finite(loss, epoch, index, lr)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if batch_scheduler is not None:
+        add_to(totals, "loss", loss.detach().float() * n)
+        if index % every == 0:  # before the update: a NaN never reaches the weights on the CPU
+            check_finite(totals["loss"], epoch, f"batches {last + 1}-{index}", lr)
+            last = index
+        taken = steps.count
+        optimizer_step(loss, optimizer, scaler)
+        if batch_scheduler is not None and steps.count > taken:
             batch_scheduler.step()
-        totals["loss"] += loss.item() * n
-        totals["n"] += n
+        add_to(totals, "n", n)
         for key, value in extra.items():
-            totals[key] = totals.get(key, 0) + value
-        bar.set_postfix(loss=f"{totals['loss'] / totals['n']:.3f}", refresh=False)
+            add_to(totals, key, value)
+        if index % every == 0:
+            bar.set_postfix(loss=f"{float(totals['loss']) / float(totals['n']):.3f}",
+                            refresh=False)
         bar.update(1)
-    count = max(totals.pop("n"), 1)
-    return {f"train_{key}": value / count for key, value in totals.items()}
+    if not totals:
+        return {}
+    check_finite(totals["loss"], epoch, f"batches {last + 1}-{index}", lr)
+    count = max(float(totals.pop("n")), 1.0)
+    return {f"train_{key}": float(value) / count for key, value in totals.items()}
 
 
 def fit(model: nn.Module, train_loader: DataLoader, step: Step,
@@ -118,6 +177,7 @@ def fit(model: nn.Module, train_loader: DataLoader, step: Step,
     """
     per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
     model.to(device)
+    scaler, steps = grad_scaler(device), StepCounter(optimizer)
     history = []
     for epoch in range(1, epochs + 1):
         if hasattr(train_loader.dataset, "set_epoch"):
@@ -129,7 +189,8 @@ def fit(model: nn.Module, train_loader: DataLoader, step: Step,
                    desc=f"epoch {epoch}/{epochs}", mininterval=1.0)
         row = {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"]}
         row.update(train_epoch(model, limit(train_loader, limit_batches), step, optimizer,
-                               device, epoch, bar, scheduler if per_batch else None))
+                               device, epoch, bar, scheduler if per_batch else None, scaler,
+                               steps))
         with torch.no_grad():
             row.update(validate(model))
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith(("train", "val"))})
@@ -141,6 +202,7 @@ def fit(model: nn.Module, train_loader: DataLoader, step: Step,
         history.append(row)
         if stopper.update(row, model):
             break
+    steps.remove()
     if stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)
     return history
