@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from synthetic import make_synthetic_subset
+from synthetic import make_synthetic_flickr8k, make_synthetic_subset
 
 from utils.core import paths
 from utils.data.flickr8k import build_subset, has_flickr8k
@@ -50,11 +50,14 @@ def course_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_env(course_subset: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Environment of a smoke run: data, models and results all in a temporary folder."""
+    """Environment of a smoke run: data, models and results all in a temporary folder; the
+    real Flickr8k when it is there, else a generated one (a fresh clone runs every notebook)."""
     base = tmp_path_factory.mktemp("smoke")
     shutil.copytree(course_subset, base / "data" / paths.SUBSET_NAME)
     env = {"DATA_DIR": str(base / "data"), "MODELS_DIR": str(base / "models"),
            "RESULTS_DIR": str(base / "results"), "SMOKE": "1"}
+    if not has_real_flickr8k():
+        env["FLICKR8K_DIR"] = str(make_synthetic_flickr8k(base / "flickr8k"))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield base

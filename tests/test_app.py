@@ -32,7 +32,12 @@ from utils.app.catalog import (
     load_searcher,
     scan_models,
 )
-from utils.app.engine import (
+from utils.core import paths
+from utils.core.checkpoint import save_checkpoint
+from utils.core.common import write_text
+from utils.data.course import CLASSES, load_dataset
+from utils.eval.index import build_index
+from utils.eval.search import (
     UploadError,
     embed_query_image,
     embed_query_text,
@@ -41,15 +46,11 @@ from utils.app.engine import (
     search_images,
     search_texts,
 )
-from utils.core import paths
-from utils.core.checkpoint import save_checkpoint
-from utils.core.common import write_text
-from utils.data.course import CLASSES, load_dataset
-from utils.eval.index import build_index
 from utils.eval.zero_shot import evaluate_clip
-from utils.models.clip import ClipConfig, build_clip, save_clip
+from utils.models.clip import ClipConfig, save_clip
 from utils.models.cnn import CnnConfig
 from utils.models.smallbert import SmallBertConfig
+from utils.train.towers import create_clip
 
 QUERY = "A group of cyclists"
 SCORE_LINE = re.compile(r"#(\d+)\*?\*? · score \*?\*?(-?\d+\.\d{3})")
@@ -78,7 +79,7 @@ def app_models(course_subset: Path, tmp_path_factory: pytest.TempPathFactory) ->
     folder = tmp_path_factory.mktemp("app") / "models"
     frame = load_dataset(course_subset)
     for seed, name in ((0, "03_clip.pt"), (1, "03_clip_seed1.pt")):
-        model, tokenizer = build_clip(tiny_config(seed), frame=frame)
+        model, tokenizer = create_clip(tiny_config(seed), frame=frame)
         index = build_index(model, tokenizer, frame, course_subset, model.config.image_size)
         metrics = {"test": evaluate_clip(model, tokenizer, index)} if seed == 0 else {}
         save_clip(folder / name, model, tokenizer, epoch=0, metrics=metrics, index=index)

@@ -4,6 +4,7 @@ pixels, the features that the training read from the cache."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from utils.experiments.benchmark import (
 from utils.models.clip import build_clip
 from utils.models.features import image_features
 from utils.train.clip import load_clip_frame
+from utils.train.towers import create_clip, resolve_image
 
 
 def test_unknown_variants_are_refused_by_name() -> None:
@@ -37,7 +39,9 @@ def test_variants_use_flickr8k_with_five_captions() -> None:
     assert pretrained.pretrained_text.model == "minilm-l6-packaged"
     assert (scratch.image_source, scratch.text_source) == ("scratch", "scratch")
     lite2 = variant_config(BenchmarkConfig(), "pretrained_lite2")
-    model, _ = build_clip(lite2, load_weights=False)
+    image, _ = resolve_image(lite2)
+    model = build_clip(dataclasses.replace(lite2, image=image, image_size=image.image_size,
+                                           text=None), pretrained=False)
     assert (model.config.image.trunk, model.config.image_size) == ("efficientnet_lite2", 260)
 
 
@@ -54,7 +58,7 @@ def test_the_rebuilt_trunk_gives_the_cached_features(flickr8k_dir: Path, variant
     files = flickr8k_image_files(flickr8k_dir)[:4]
     clip_config = variant_config(BenchmarkConfig(), variant)
     cached = image_features(files, clip_config.image_source).pooled
-    model, _ = build_clip(clip_config)
+    model, _ = create_clip(clip_config)
     transform = build_transform(model.config.image_size, augment=False)
     pixels = torch.stack([transform(image_pixels(f, model.config.image_size)) for f in files])
     with torch.no_grad():
@@ -69,7 +73,7 @@ def test_end_to_end_variant_trains_both_pretrained_towers(flickr8k_dir: Path) ->
     config = BenchmarkConfig(max_images_per_split=8, full_epochs=1, pretrained_batch_size=8)
     clip_config = variant_config(config, "pretrained_full")
     frame, root = load_clip_frame(clip_config)
-    before, _ = build_clip(clip_config)
+    before, _ = create_clip(clip_config)
     run, index, result = run_variant(config, "pretrained_full", frame, root)
     model = run.model
     assert not model.config.freeze_image and not model.config.freeze_text

@@ -17,10 +17,10 @@ from utils.models.captioner import (
     SoftAttention,
     beam_search,
     build_captioner,
+    caption_cli,
     caption_loss,
     generate_captions,
     load_captioner,
-    main,
     save_captioner,
 )
 from utils.train.captioner import (
@@ -110,7 +110,7 @@ def test_teacher_forcing_skips_padding_and_matches_step_by_step_decoding():
     model = AttentionCaptioner(config, vocab_size=30, channels=1280).eval()
     maps, tokens = torch.randn(3, 49, 1280), torch.randint(4, 30, (3, 9))
     tokens[0, 4:], tokens[2, 7:] = 0, 0  # captions of 3, 8 and 6 targets, then <pad>
-    logits, weights = model(maps, tokens)
+    logits, weights = model(maps, tokens.unsqueeze(1))  # one caption per image: K = 1
     for i, targets in enumerate((3, 8, 6)):
         features, keys, state = model.encode(maps[i:i + 1])
         for t in range(targets):
@@ -221,7 +221,7 @@ def test_save_and_reload_give_identical_captions(tiny_run, tmp_path, capsys):
     after = generate_captions(reloaded, maps, reloaded_vocabulary, beam_size=3)
     assert [c.ids for c in before] == [c.ids for c in after]
     image = tiny_run["flickr8k"] / "Flicker8k_Dataset" / tiny_run["features"].files[0]
-    assert main(["caption", str(image), "--checkpoint", str(path)]) == 0
+    assert caption_cli(["caption", str(image), "--checkpoint", str(path)]) == 0
     printed = capsys.readouterr().out.strip().splitlines()[-1]  # after the feature bar
     first = generate_captions(model, tiny_run["features"].maps[:1], vocabulary, beam_size=3)
     assert printed == f"{image}: {vocabulary.decode(first[0].ids)}"

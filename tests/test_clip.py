@@ -17,11 +17,12 @@ from utils.data.course import keep_first_images, load_dataset
 from utils.data.tokenizers import fit_tokenizer
 from utils.eval.index import GalleryIndex, build_index
 from utils.eval.search import ClipSearch
-from utils.models.clip import ClipConfig, ClipLoss, ClipModel, build_clip, load_clip, save_clip
+from utils.models.clip import ClipConfig, ClipLoss, ClipModel, load_clip, save_clip
 from utils.models.cnn import CnnConfig, build_image_classifier
 from utils.models.smallbert import SmallBertConfig, build_text_classifier
 from utils.train.clip import clip_step, make_clip_loaders, train_clip, validate_clip
 from utils.train.loop import check_finite
+from utils.train.towers import create_clip
 
 
 class TinyImageEncoder(nn.Module):
@@ -103,7 +104,7 @@ def test_embeddings_have_unit_norm_and_forward_returns_the_loss() -> None:
     assert out["image_embeds"].shape == out["text_embeds"].shape == (5, 4)
     assert torch.allclose(out["image_embeds"].norm(dim=1), torch.ones(5), atol=1e-5)
     assert torch.allclose(out["text_embeds"].norm(dim=1), torch.ones(5), atol=1e-5)
-    assert out["logits_per_image"].shape == (5, 5)
+    assert out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-5)
     expected = ClipLoss()(out["image_embeds"], out["text_embeds"], model.logit_scale)
     assert out["loss"].item() == pytest.approx(expected.item(), abs=1e-6)
 
@@ -126,11 +127,33 @@ def test_a_frozen_tower_keeps_its_encoder_but_trains_its_projection() -> None:
     assert model.text_encoder.embedding.weight.grad is not None
 
 
-def test_precomputed_features_give_the_same_embeddings() -> None:
+def test_cached_features_go_through_an_explicit_view_that_shares_the_trained_weights() -> None:
     model = tiny_model().eval()
-    images = torch.randn(3, 3, 16, 16)
+    images, tokens = torch.randn(3, 3, 16, 16), torch.randint(1, 50, (3, 7))
     features = model.image_encoder(images)
-    assert torch.equal(model.encode_image(images), model.encode_image(features))
+    view = model.with_feature_inputs(image=True)
+    assert torch.equal(model.encode_image(images), view.encode_image(features))
+    assert view.image_projection is model.image_projection
+    assert view.log_logit_scale is model.log_logit_scale and view.text_encoder is model.text_encoder
+    assert model.with_feature_inputs() is model
+    with pytest.raises(RuntimeError):  # the model itself takes pixels only: it never guesses
+        model.encode_image(features)
+    view.train()
+    view(features, tokens)["loss"].backward()
+    assert model.image_projection.weight.grad is not None  # training the view trains the model
+
+
+def test_no_model_decides_what_an_input_is_from_its_rank_or_dtype() -> None:
+    import re
+
+    from utils.core import paths
+
+    pattern = re.compile(r"\.(dim\(\)|ndim)\s*[=!<>]=?|is_floating_point\(\)")
+    found = [f"{path.name}:{number}: {line.strip()}"
+             for path in sorted((paths.ROOT / "utils" / "models").glob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if pattern.search(line)]
+    assert not found, "\n".join(found)
 
 
 def test_non_finite_loss_stops_with_what_to_change() -> None:
@@ -142,7 +165,7 @@ def test_non_finite_loss_stops_with_what_to_change() -> None:
 def test_missing_step_checkpoint_names_the_notebook(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MODELS_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="01_cnn_image_classifier"):
-        build_clip(ClipConfig())
+        create_clip(ClipConfig())
 
 
 def test_towers_start_from_the_step_1_and_2_weights(tmp_path, monkeypatch, small_frame) -> None:
@@ -156,7 +179,7 @@ def test_towers_start_from_the_step_1_and_2_weights(tmp_path, monkeypatch, small
     text_classifier = build_text_classifier(bert_config)
     save_checkpoint(tmp_path / "02_smallbert.pt", text_classifier.state_dict(),
                     asdict(bert_config), vectorizer=vectorizer.to_dict())
-    model, tokenizer = build_clip(ClipConfig(embed_dim=8))
+    model, tokenizer = create_clip(ClipConfig(embed_dim=8))
     assert torch.equal(model.image_encoder[0][0].weight, classifier.trunk[0][0].weight)
     bert_weight = text_classifier.encoder.bert.token_embedding.weight
     assert torch.equal(model.text_encoder.bert.token_embedding.weight, bert_weight)
@@ -166,7 +189,7 @@ def test_towers_start_from_the_step_1_and_2_weights(tmp_path, monkeypatch, small
 
 # --- save / reload / search on real data -------------------------------------------------------
 def test_save_and_reload_give_identical_embeddings(tmp_path, course_subset, small_frame) -> None:
-    model, tokenizer = build_clip(tiny_config(), frame=small_frame)
+    model, tokenizer = create_clip(tiny_config(), frame=small_frame)
     index = build_index(model, tokenizer, small_frame, course_subset, model.config.image_size)
     path = save_clip(tmp_path / "03_clip.pt", model, tokenizer, epoch=0, metrics={"x": 1.0},
                      index=index)
@@ -184,7 +207,7 @@ def test_save_and_reload_give_identical_embeddings(tmp_path, course_subset, smal
 
 
 def test_search_returns_k_sorted_results_within_cosine_range(course_subset, small_frame) -> None:
-    model, tokenizer = build_clip(tiny_config(), frame=small_frame)
+    model, tokenizer = create_clip(tiny_config(), frame=small_frame)
     index = build_index(model, tokenizer, small_frame, course_subset, model.config.image_size)
     search = ClipSearch(model, tokenizer, index, course_subset, model.config.image_size)
     images = search.search_images("A big dog in the woods", k=5)
@@ -201,7 +224,7 @@ def test_search_returns_k_sorted_results_within_cosine_range(course_subset, smal
 
 
 def test_search_names_a_missing_image_file(course_subset, small_frame, tmp_path) -> None:
-    model, tokenizer = build_clip(tiny_config(), frame=small_frame)
+    model, tokenizer = create_clip(tiny_config(), frame=small_frame)
     index = build_index(model, tokenizer, small_frame, course_subset, model.config.image_size)
     search = ClipSearch(model, tokenizer, index, course_subset, model.config.image_size)
     with pytest.raises(FileNotFoundError, match="nope.jpg"):
@@ -218,7 +241,7 @@ def mean_loss(model: ClipModel, loader) -> float:
 
 def test_a_few_batches_of_training_lower_the_loss(course_subset, small_frame) -> None:
     seed_everything(0)
-    model, tokenizer = build_clip(tiny_config(), frame=small_frame)
+    model, tokenizer = create_clip(tiny_config(), frame=small_frame)
     train_loader, _ = make_clip_loaders(model, tokenizer, small_frame, course_subset)
     before = mean_loss(model, train_loader)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -234,7 +257,7 @@ def test_a_few_batches_of_training_lower_the_loss(course_subset, small_frame) ->
 def test_train_clip_keeps_the_epoch_with_the_best_validation_recall(course_subset,
                                                                     small_frame) -> None:
     seed_everything(0)
-    model, tokenizer = build_clip(tiny_config(epochs=3, patience=5), frame=small_frame)
+    model, tokenizer = create_clip(tiny_config(epochs=3, patience=5), frame=small_frame)
     train_loader, val_loader = make_clip_loaders(model, tokenizer, small_frame, course_subset)
     history = train_clip(model, train_loader, val_loader)
     assert [row["epoch"] for row in history] == [1, 2, 3]

@@ -19,11 +19,11 @@ import torch.multiprocessing as mp
 from utils.core import paths
 from utils.data.datasets import ImageTextDataset
 from utils.data.flickr8k import flickr8k_frame
-from utils.data.tokenizers import tokenizer_from_dict
 from utils.models.clip import ClipConfig, ClipModel, build_clip, clip_config_from_dict
 from utils.models.cnn import CnnConfig
 from utils.models.smallbert import SmallBertConfig
 from utils.train.distributed import is_distributed, world_size, wrap_ddp
+from utils.train.towers import create_clip
 
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -45,7 +45,7 @@ def tiny_clip() -> tuple[ClipModel, object, torch.Tensor, torch.Tensor]:
     config = ClipConfig(image_source="scratch", text_source="scratch", freeze_image=True,
                         embed_dim=16, image=CnnConfig(channels=(8, 16), image_size=32),
                         text=SmallBertConfig(width=32, heads=2, ff=64, layers=1, dropout=0.0))
-    model, tokenizer = build_clip(config, frame=first)
+    model, tokenizer = create_clip(config, frame=first)
     dataset = ImageTextDataset(first, root, tokenizer, 32, augment=False)
     images, tokens, _ = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
     return model, tokenizer, torch.stack(images), torch.stack(tokens)
@@ -69,9 +69,7 @@ def worker(rank: int, port: int, inputs: Path, out: Path) -> None:
                             world_size=WORLD)
     try:
         data = torch.load(inputs, weights_only=True)
-        model, _ = build_clip(clip_config_from_dict(data["config"]),
-                              tokenizer=tokenizer_from_dict(data["tokenizer"]),
-                              load_weights=False)
+        model = build_clip(clip_config_from_dict(data["config"]), pretrained=False)
         model.load_state_dict(data["state"])
         assert is_distributed() and world_size() == WORLD
         part = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
@@ -111,6 +109,7 @@ def test_without_a_process_group_the_loss_gathers_nothing(flickr8k_dir) -> None:
     model, _, images, tokens = tiny_clip()
     assert not is_distributed() and world_size() == 1
     out = model.train()(images, tokens)
-    assert out["logits_per_image"].shape == (GLOBAL_BATCH, GLOBAL_BATCH)
+    logits = model.loss_fn.logits(out["image_embeds"], out["text_embeds"], model.logit_scale)
+    assert logits.shape == (GLOBAL_BATCH, GLOBAL_BATCH)
     assert torch.equal(out["loss"], model.loss_fn(out["image_embeds"], out["text_embeds"],
                                                   model.logit_scale))

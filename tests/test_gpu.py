@@ -182,7 +182,7 @@ def test_the_search_page_embeds_queries_on_the_gpu(simulated_env) -> None:
     from PIL import Image
 
     from utils.app.catalog import load_searcher
-    from utils.app.engine import embed_query_image, embed_query_text, search_images
+    from utils.eval.search import embed_query_image, embed_query_text, search_images
 
     run_on_simulated_gpu("03")
     with simulated_cuda() as record:

@@ -1,7 +1,7 @@
 """Beside the training layers, ``utils.app``: the search page over every saved CLIP checkpoint.
 
-``engine`` (a gallery with unit-norm embeddings; text -> images and image -> texts as one matrix
-product and ``topk``, class and split filters as masks), ``catalog`` (the CLIP checkpoints and
+The search itself is ``utils.eval.search`` (the one engine, the notebooks' too); here:
+``catalog`` (the CLIP checkpoints and
 gallery files of ``models/``, each loaded or explained), ``index`` (``python -m utils.app.index``:
 a gallery of all 8,091 Flickr8k images for a saved CLIP), ``bench`` (``python -m utils.app.bench``:
 median latency per text query), ``page`` (the Streamlit page), ``__main__`` (``python -m

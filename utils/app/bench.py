@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from utils.app.catalog import CheckpointError, Searcher, load_gallery_file, load_searcher
-from utils.app.engine import Gallery, embed_query_text, search_images
 from utils.core import paths
+from utils.eval.search import Gallery, embed_query_text, search_images
 
 
 def time_calls(function, inputs: list) -> list[float]:

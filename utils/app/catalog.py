@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from utils.app.engine import Gallery
 from utils.core import paths
 from utils.eval.index import GalleryIndex
+from utils.eval.search import Gallery
 from utils.models.clip import ClipModel, load_clip
 
 CLIP_KEYS = ("state_dict", "config", "tokenizer", "index")

@@ -11,13 +11,13 @@ and image-tower hash) embedded it; the search page offers it for that checkpoint
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from utils.app.catalog import (
     FLICKR8K_GALLERY,
@@ -27,22 +27,20 @@ from utils.app.catalog import (
 from utils.core import paths
 from utils.core.common import atomic_path
 from utils.data.course import CLASSES, DataError, classify_caption
-from utils.data.datasets import ImageFiles, make_loader
 from utils.data.flickr8k import FLICKR_IMAGES, read_flickr8k
-from utils.eval.index import GalleryIndex, embed_images, embed_texts
+from utils.eval.index import GalleryIndex, build_index
 from utils.models.clip import ClipModel
 
 
 def flickr8k_rows(flickr8k: Path, limit: int = 0) -> pd.DataFrame:
-    """One row per caption (image_path, caption, label index or -1, split), images in name
-    order; ``limit`` keeps the first images only (0: all)."""
+    """One row per caption (image_path, caption, label: the class of caption #0 or "", split),
+    images in name order; ``limit`` keeps the first images only (0: all)."""
     frame = read_flickr8k(flickr8k).sort_values(["image", "caption_index"], kind="stable")
     images = frame["image"].drop_duplicates()
     if limit:
         frame = frame[frame["image"].isin(set(images[:limit]))]
     first = frame.drop_duplicates("image").set_index("image")["caption"]
-    label_of = {image: CLASSES.index(name) if (name := classify_caption(caption)) else -1
-                for image, caption in first.items()}
+    label_of = {image: classify_caption(caption) or "" for image, caption in first.items()}
     return pd.DataFrame({
         "image_path": FLICKR_IMAGES + "/" + frame["image"],
         "caption": frame["caption"],
@@ -53,21 +51,11 @@ def flickr8k_rows(flickr8k: Path, limit: int = 0) -> pd.DataFrame:
 
 def embed_gallery(model: ClipModel, tokenizer, rows: pd.DataFrame, root: Path,
                   batch_size: int = 64) -> GalleryIndex:
-    """Rows of flickr8k_rows -> GalleryIndex: images (N, E) and captions (T, E) embedded."""
-    images = rows.drop_duplicates("image_path").reset_index(drop=True)
-    row_of = {path: i for i, path in enumerate(images["image_path"])}
-    files = [root / path for path in images["image_path"]]
-    dataset = ImageFiles(files, model.config.image_size)
-    loader = make_loader(dataset, batch_size, shuffle=False)
-    return GalleryIndex(
-        image_embeds=embed_images(model, tqdm(loader, desc="images", unit="batch")),
-        image_paths=images["image_path"].tolist(),
-        image_labels=[int(label) for label in images["label"]],
-        image_splits=images["split"].tolist(),
-        text_embeds=embed_texts(model, tokenizer, rows["caption"].tolist()),
-        captions=rows["caption"].tolist(),
-        caption_images=[row_of[path] for path in rows["image_path"]],
-    )
+    """Rows of flickr8k_rows -> GalleryIndex (utils.eval.index.build_index, the one builder),
+    the class list always the course's (an image naming none of them is unlabelled)."""
+    index = build_index(model, tokenizer, rows, root, model.config.image_size, batch_size,
+                        progress=True)
+    return dataclasses.replace(index, class_names=list(CLASSES))
 
 
 def save_gallery(out: Path, index: GalleryIndex, root: Path, checkpoint: Path,

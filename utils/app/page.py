@@ -24,7 +24,9 @@ from utils.app.catalog import (
     load_searcher,
     scan_models,
 )
-from utils.app.engine import (
+from utils.core import paths
+from utils.data.course import CLASSES, SPLITS
+from utils.eval.search import (
     Gallery,
     Hit,
     UploadError,
@@ -35,8 +37,6 @@ from utils.app.engine import (
     search_images,
     search_texts,
 )
-from utils.core import paths
-from utils.data.course import CLASSES, SPLITS
 
 DEFAULT_MODEL = "03_clip"
 DEFAULT_K = 5

@@ -25,6 +25,28 @@ KINDS = {
 }
 
 
+# Keys of CLIP checkpoints written before the typed sub-configs (project 0.1): old -> new field.
+LEGACY_CLIP_KEYS = {"image_config": "image", "text_config": "text", "hf_spec": "pretrained_text"}
+
+
+def upgrade_clip_config(values: dict) -> dict:
+    """A CLIP checkpoint's or metrics file's ``config`` in today's layout.
+
+    Checkpoints of project 0.1 stored the towers as ``image_config``/``text_config`` dicts (the
+    pretrained tower as ``text_config={"hf_spec": ...}`` plus ``hf_spec``): they load as well.
+    """
+    values = dict(values)
+    for old, new in LEGACY_CLIP_KEYS.items():
+        value = values.pop(old, None)
+        if old == "text_config" and isinstance(value, dict) and "hf_spec" in value:
+            old, new, value = "hf_spec", "pretrained_text", value["hf_spec"]
+        if value and values.get(new) is None:
+            values[new] = value
+    if values.get("text_tower") != "hf":
+        values["pretrained_text"] = None
+    return values
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and the fix."""
 

@@ -96,8 +96,11 @@ def from_pretrained(loader, name: str, **kwargs):
     transformers >= 5 swaps layers of a model on a GPU for compute kernels downloaded from the
     hub when the model first trains (``kernels-community/...``): offline that fails, online it
     runs code the project never tested. USE_HUB_KERNELS=NO keeps the model's own layers
-    (export USE_HUB_KERNELS=YES to opt in)."""
+    (export USE_HUB_KERNELS=YES to opt in). Its loading progress bar (on stderr) is off."""
     os.environ.setdefault("USE_HUB_KERNELS", "NO")
+    from transformers.utils import logging as hf_logging  # imported on use: seconds to load
+
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar goes to stderr, 103 lines
     path = resolve_model_path(name)
     try:
         return loader.from_pretrained(path, local_files_only=hub_offline(), **kwargs)

@@ -26,10 +26,10 @@ from typing import ClassVar
 import pandas as pd
 from PIL import Image, ImageFile
 from sklearn.model_selection import train_test_split
-from tqdm.auto import tqdm
 
 from utils.core import paths
 from utils.core.common import atomic_path, default_mode, remove_stale_temps
+from utils.core.progress import progress
 
 CLASSES = ("ball", "bike", "dog", "water")
 
@@ -247,7 +247,7 @@ def find_image_problems(root: Path, frame: pd.DataFrame) -> list[str]:
     """Images that exist but cannot be decoded (truncated, not an image...)."""
     problems = []
     images = frame.drop_duplicates("image_path")
-    for row in tqdm(images.itertuples(), total=len(images), desc="decode images", disable=None):
+    for row in progress(images.itertuples(), total=len(images), desc="decode images", disable=None):
         path = root / row.image_path
         error = image_error(path) if row.image_path and path.is_file() else None
         if error:

@@ -17,10 +17,10 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
-from tqdm.auto import tqdm
 
 from utils.core.common import make_generator
 from utils.core.device import loader_options
+from utils.core.progress import progress
 from utils.data.course import CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -83,15 +83,23 @@ class ImageFiles(Dataset):
     images does not fit the in-memory ImageCache): item = (float32 (3,S,S),)."""
 
     def __init__(self, files: Sequence[str | Path], image_size: int,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 cache: ImageCache | None = None) -> None:
         self.files, self.size = [Path(f) for f in files], image_size
         self.transform = transform or build_transform(image_size, augment=False)
+        self.cache = cache  # files under cache.root are decoded once per run, in memory
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def pixels(self, path: Path) -> torch.Tensor:
+        """uint8 (3,S,S) of a file, from the in-memory cache when there is one."""
+        if self.cache is not None and path.is_relative_to(self.cache.root):
+            return self.cache.get(path.relative_to(self.cache.root).as_posix())
+        return decode_image(path, self.size)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor]:
-        return (self.transform(decode_image(self.files[index], self.size)),)
+        return (self.transform(self.pixels(self.files[index])),)
 
 
 class ImageCache:
@@ -122,7 +130,7 @@ class ImageCache:
     def preload(self, image_paths: list[str]) -> ImageCache:
         """Decode every image now (with a progress bar) instead of during the first epoch."""
         todo = [p for p in dict.fromkeys(image_paths) if p not in self.images]
-        for image_path in tqdm(todo, desc="decode images", disable=None if todo else True):
+        for image_path in progress(todo, desc="decode images", disable=None if todo else True):
             self.get(image_path)
         return self
 

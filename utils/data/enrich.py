@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from utils.core.common import atomic_path, write_text
+from utils.core.progress import progress as progress_bar
 from utils.data.course import CLASS_PATTERNS
 from utils.data.flickr8k import FLICKR_IMAGES, TOKEN_FILE, read_flickr8k
 
@@ -409,7 +409,7 @@ def enrich_captions(frame: pd.DataFrame, enricher: Enricher, cache: str | Path,
     rows = {(r["image_path"], r["original"]): r for r in done.to_dict("records")}
     todo = [r for r in frame.itertuples(index=False) if (r.image_path, r.caption) not in rows]
     try:
-        for number, row in enumerate(tqdm(todo, desc=f"enrich ({enricher.name})",
+        for number, row in enumerate(progress_bar(todo, desc=f"enrich ({enricher.name})",
                                           disable=not progress), start=1):
             rows[(row.image_path, row.caption)] = enrich_row(enricher, row, max_words)
             if number % save_every == 0:

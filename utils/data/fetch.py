@@ -13,9 +13,8 @@ import zipfile
 from pathlib import Path
 from urllib.request import Request, urlopen
 
-from tqdm.auto import tqdm
-
 from utils.core import paths
+from utils.core.progress import progress
 from utils.data.course import CAPTIONS_CSV, DataError, check_dataset, load_dataset, replace_dir
 from utils.data.flickr8k import FLICKR_IMAGES, FLICKR_TEXT, TOKEN_FILE, build_subset, has_flickr8k
 
@@ -58,7 +57,7 @@ def write_response(response, part: Path, done: int) -> None:
     resumed = done > 0 and getattr(response, "status", None) == 206
     size = int(response.headers.get("Content-Length") or 0)
     total = size + (done if resumed else 0)
-    with part.open("ab" if resumed else "wb") as out, tqdm(
+    with part.open("ab" if resumed else "wb") as out, progress(
             total=total or None, initial=done if resumed else 0, unit="B", unit_scale=True,
             desc=part.name.removesuffix(".part"), disable=None) as bar:
         while chunk := response.read(1 << 20):

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from utils.core.progress import note, progress
 from utils.data.course import (
     CAPTIONS_CSV,
     CLASSES,
@@ -68,14 +67,19 @@ def parse_token_line(line: str, token_file: Path, line_no: int) -> tuple[str, in
     return image, int(index), caption.strip()
 
 
+REPORTED: set[tuple[str, str]] = set()  # (token file, stray keys) already reported here
+
+
 def report_stray_keys(stray: dict[str, list[int]], token_file: Path, image_dir: Path) -> None:
-    """Warn once about caption keys that name no image (the corpus has one such key)."""
-    if not stray:
+    """Say once per process which caption keys name no image and were skipped (the corpus has
+    one such key): a note on stdout, not a warning, since nothing is wrong with the data."""
+    if not stray or (str(token_file), " ".join(stray)) in REPORTED:
         return
+    REPORTED.add((str(token_file), " ".join(stray)))
     described = ", ".join(f"{key} (lines {lines[0]}-{lines[-1]})" for key, lines in stray.items())
     count = sum(len(lines) for lines in stray.values())
-    warnings.warn(f"{token_file}: skipped {count} caption(s) whose key names no image in "
-                  f"{image_dir}: {described}", stacklevel=3)
+    note(f"note: {token_file}: skipped {count} caption(s) whose key names no image in "
+         f"{image_dir}: {described}")
 
 
 def read_flickr8k_splits(flickr8k: Path) -> dict[str, str]:
@@ -157,7 +161,7 @@ def copy_images(rows: pd.DataFrame, image_dir: Path, out: Path) -> None:
     for name in CLASSES:
         (out / "images" / name).mkdir(parents=True, exist_ok=True)
     pairs = zip(images["image"], images["image_path"], strict=True)
-    for source, target in tqdm(pairs, total=len(images), desc="copy images", disable=None):
+    for source, target in progress(pairs, total=len(images), desc="copy images", disable=None):
         shutil.copyfile(image_dir / source, out / target)
 
 

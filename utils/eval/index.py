@@ -4,18 +4,21 @@ point to. It is stored inside CLIP checkpoints (as a dict of tensors and lists, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 
 from utils.core.device import autocast
+from utils.core.progress import progress as progress_bar
 from utils.data.course import CLASSES
 from utils.data.datasets import (
     NO_LABEL,
-    ImageClassificationDataset,
+    ImageCache,
+    ImageFiles,
     dataset_classes,
     label_ids,
     make_loader,
@@ -28,35 +31,36 @@ def image_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates("image_path").reset_index(drop=True)
 
 
-@torch.no_grad()
-def embed_images(model: torch.nn.Module, loader: torch.utils.data.DataLoader,
-                 text: bool = False) -> torch.Tensor:
-    """Image embeddings of every batch (images first in each batch): -> (N, E) float32 on CPU;
-    ``text``: the batches hold precomputed text features, embedded by the text tower."""
+IN_MEMORY_IMAGES = 2_000  # galleries up to this size decode each image once per run, in memory
 
-    model.eval()
-    device = next(model.parameters()).device
-    encode = model.encode_text if text else model.encode_image
+
+@torch.no_grad()
+def embed_batches(encode: Callable[[torch.Tensor], torch.Tensor], batches: Iterable,
+                  device: torch.device) -> torch.Tensor:
+    """Unit embeddings (N,E) float32 on the CPU of the first item of every batch, by ``encode``
+    (a model's ``encode_image`` / ``encode_text``, or those of its feature-input view)."""
     chunks = []
-    for batch in loader:
+    for batch in batches:
         with autocast(device):
-            chunks.append(encode(batch[0].to(device)).float().cpu())
-    return torch.cat(chunks)
+            chunks.append(encode(batch[0].to(device, non_blocking=True)).float())
+    return torch.cat(chunks).cpu()
+
+
+def embed_images(model: torch.nn.Module, loader: Iterable) -> torch.Tensor:
+    """Image embeddings of every batch (images first in each batch): -> (N, E) float32 on CPU."""
+    model.eval()
+    return embed_batches(model.encode_image, loader, next(model.parameters()).device)
 
 
 @torch.no_grad()
 def embed_texts(model: torch.nn.Module, tokenizer, texts: Sequence[str],
                 batch_size: int = 256) -> torch.Tensor:
     """Text embeddings: list of T strings -> (T, E) float32 on CPU."""
-
     model.eval()
     device = next(model.parameters()).device
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer.encode(list(texts[start:start + batch_size])).to(device)
-        with autocast(device):
-            chunks.append(model.encode_text(tokens).float().cpu())
-    return torch.cat(chunks)
+    batches = ((tokenizer.encode(list(texts[start:start + batch_size])),)
+               for start in range(0, len(texts), batch_size))
+    return embed_batches(model.encode_text, batches, device)
 
 
 @dataclass
@@ -122,27 +126,43 @@ def feature_batches(features: torch.Tensor, batch_size: int) -> list[tuple[torch
     return [(chunk,) for chunk in features.split(batch_size)]
 
 
+def image_loader(images: pd.DataFrame, root: Path, image_size: int, batch_size: int
+                 ) -> DataLoader:
+    """The gallery's images in order, decoded as evaluation images (no augmentation): in memory
+    once per run for a small gallery (the course's), on demand (workers on a GPU) beyond."""
+    cache = ImageCache.shared(root, image_size) if len(images) <= IN_MEMORY_IMAGES else None
+    dataset = ImageFiles([root / p for p in images["image_path"]], image_size, cache=cache)
+    return make_loader(dataset, batch_size, shuffle=False)
+
+
 def build_index(model: torch.nn.Module, tokenizer, frame: pd.DataFrame, root: Path,
                 image_size: int, batch_size: int = 64, image_features: torch.Tensor | None = None,
-                text_features: torch.Tensor | None = None) -> GalleryIndex:
-    """Gallery of every image and every caption of ``frame`` (rows: image_path, label, caption,
-    split), embedded by ``model``; ``image_features`` (one row per image, in order of first
-    appearance) and ``text_features`` (one row per caption row) replace the frozen encoders."""
+                text_features: torch.Tensor | None = None, progress: bool = False
+                ) -> GalleryIndex:
+    """The one gallery builder: every image and every caption of ``frame`` (rows: image_path,
+    caption, split, optional label), embedded by ``model``. ``image_features`` (one row per
+    image, in order of first appearance) and ``text_features`` (one row per caption row) are
+    cached outputs of frozen encoders, read through the model's feature-input view;
+    ``progress``: a progress bar over the image batches (a gallery of thousands)."""
     images = image_frame(frame)
+    view = model.with_feature_inputs(image_features is not None, text_features is not None)
     loader = feature_batches(image_features, batch_size) if image_features is not None else \
-        make_loader(ImageClassificationDataset(images, root, image_size, augment=False),
-                    batch_size, shuffle=False, seed=0)
+        image_loader(images, root, image_size, batch_size)
+    if progress:
+        loader = progress_bar(loader, desc="images", unit="batch", mininterval=5.0)
     row_of = {path: i for i, path in enumerate(images["image_path"])}
     classes = dataset_classes(frame["label"]) if "label" in frame else ()
     labels = images["label"] if "label" in images else [None] * len(images)
+    texts = frame["caption"].tolist()
     return GalleryIndex(
-        image_embeds=embed_images(model, loader),
+        image_embeds=embed_images(view, loader),
         image_paths=images["image_path"].tolist(),
         image_labels=label_ids(labels, classes).tolist(),
         image_splits=images["split"].tolist(),
-        text_embeds=embed_texts(model, tokenizer, frame["caption"].tolist()) if text_features
-        is None else embed_images(model, feature_batches(text_features, 256), text=True),
-        captions=frame["caption"].tolist(),
+        text_embeds=embed_texts(model, tokenizer, texts) if text_features is None else
+        embed_batches(view.eval().encode_text, feature_batches(text_features, 256),
+                      next(model.parameters()).device),
+        captions=texts,
         caption_images=[row_of[path] for path in frame["image_path"]],
         class_names=list(classes),
     )

@@ -35,11 +35,12 @@ from utils.data.flickr8k import flickr8k_image_files
 from utils.eval.index import GalleryIndex, build_index, image_frame
 from utils.eval.retrieval import RECALL_KS
 from utils.eval.zero_shot import evaluate_clip
-from utils.models.clip import ClipConfig, ClipModel, build_clip
+from utils.models.clip import ClipConfig, ClipModel
 from utils.models.features import image_features
 from utils.train.clip import MONITOR, make_clip_loaders, train_clip
 from utils.train.features import PrecomputedPairs, cached_text_features
 from utils.train.loop import TrainedRun, best_epoch
+from utils.train.towers import create_clip
 
 BENCHMARK_CHECKPOINT = "08_flickr8k_clip.pt"
 VARIANTS = ("scratch", "pretrained", "pretrained_lite2", "pretrained_full")
@@ -155,7 +156,7 @@ def train_variant(clip_config: ClipConfig, frame: pd.DataFrame, root: Path
     None when the towers read images and tokens)."""
     seed_everything(clip_config.seed)
     start = time.perf_counter()
-    model, tokenizer = build_clip(clip_config, frame=frame)
+    model, tokenizer = create_clip(clip_config, frame=frame)
     features = None
     if model.config.freeze_image and model.config.freeze_text:
         whole = clip_config.max_images_per_split == 0

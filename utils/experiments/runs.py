@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from utils.core.common import count_parameters, seed_everything
+from utils.core.progress import note
 from utils.eval.index import GalleryIndex, build_index
 from utils.eval.retrieval import PRECISION_K, RECALL_KS
 from utils.eval.zero_shot import evaluate_clip
-from utils.models.clip import ClipConfig, build_clip
+from utils.models.clip import ClipConfig
 from utils.train.clip import MONITOR, make_clip_loaders, train_clip
 from utils.train.loop import TrainedRun, best_epoch
+from utils.train.towers import create_clip
 
 
 @dataclass
@@ -48,7 +49,7 @@ def train_run(config: ClipConfig, frame: pd.DataFrame, root: Path, tokenizer=Non
     """Build and train one CLIP on the train split of ``frame`` (val: model selection)."""
     seed_everything(config.seed)
     start = time.perf_counter()
-    model, tokenizer = build_clip(config, tokenizer=tokenizer, frame=frame)
+    model, tokenizer = create_clip(config, tokenizer=tokenizer, frame=frame)
     history = train_clip(model, *make_clip_loaders(model, tokenizer, frame, root))
     return TrainedRun(model, model.config, history, time.perf_counter() - start,
                       best_epoch(history, *MONITOR), tokenizer=tokenizer)
@@ -91,7 +92,7 @@ def compare(specs: list[RunSpec], frame: pd.DataFrame, root: Path,
     for spec in specs:
         if spec.name in table:
             continue
-        tqdm.write(f"--- run: {spec.name}")
+        note(f"--- run: {spec.name}")
         train_frame = spec.frame if spec.frame is not None else frame
         runs[spec.name] = train_run(spec.config, train_frame, root, spec.tokenizer)
         table[spec.name] = clip_row(runs[spec.name], run_index(runs[spec.name], rows, root))

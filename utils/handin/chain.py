@@ -71,11 +71,12 @@ def tex_commands() -> list[list[str]]:
 
 
 def copy_to_drive(zip_path: Path) -> Path | None:
-    """Copy the hand-in zip next to the models on Drive (when they are kept there)."""
-    models = os.environ.get("MODELS_DIR")
-    if not models or "drive" not in models:
+    """Copy the hand-in zip to the project's Drive folder (``$PERSIST_DIR``, which
+    ``PERSIST="drive"`` sets) when results are kept there."""
+    folder = os.environ.get("PERSIST_DIR")
+    if not folder or not zip_path.is_file():
         return None
-    target = Path(models).parent / zip_path.name
+    target = Path(folder) / zip_path.name
     shutil.copy2(zip_path, target)
     return target
 

@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from utils.core import paths
@@ -62,6 +63,7 @@ def persist_on_drive() -> Path:
 
         drive.mount(str(DRIVE_MOUNT))
     base = drive_folder()
+    os.environ["PERSIST_DIR"] = str(base)  # the chain copies the hand-in zip there too
     for name, variable in (("models", "MODELS_DIR"), ("results", "RESULTS_DIR")):
         os.environ[variable] = str(base / name)
         (base / name).mkdir(parents=True, exist_ok=True)
@@ -124,6 +126,9 @@ def setup_notebook(recipe: str | None = None, persist: str = "", data: str = "co
     """Persistence, data, recipe and determinism for this notebook; print the runtime once
     and show the team -> runtime_info (what the metrics file records)."""
     start = time.perf_counter()
+    # Libraries that import tqdm.auto (transformers, huggingface_hub) warn in a kernel without
+    # ipywidgets; the project's own bars are plain text (utils.core.progress): nothing is lost.
+    warnings.filterwarnings("ignore", message="IProgress not found")
     if persist not in PERSIST_MODES:
         raise ValueError(f"PERSIST={persist!r}: choose '' (keep models/ and results/ in the "
                          "repository) or 'drive' (Colab: on Google Drive)")

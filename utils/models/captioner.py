@@ -148,16 +148,15 @@ class AttentionCaptioner(nn.Module):
 
     def forward(self, maps: torch.Tensor, tokens: torch.Tensor, pad_id: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing: maps (B,R,C), tokens (B,T+1) or (B,K,T+1) (K captions of each
-        image) from <start> -> logits (B*K,T,V) of the next tokens, attention (B*K,T,R); both
-        are 0 where the target is <pad> (trailing), whose steps are not computed at all."""
+        """Teacher forcing: maps (B,R,C), tokens (B,K,T+1) (K captions of each image, K = 1
+        for one) from <start> -> logits (B*K,T,V) of the next tokens, attention (B*K,T,R);
+        both are 0 where the target is <pad> (trailing), whose steps are not computed."""
         features, keys, state = self.encode(maps)
-        if tokens.dim() == 3:  # regions projected once per image, shared by its K captions
-            repeat = tokens.shape[1]
-            features, keys, h, c = (x.repeat_interleave(repeat, dim=0)
-                                    for x in (features, keys, *state))
-            state = (h, c)
-            tokens = tokens.flatten(0, 1)
+        repeat = tokens.shape[1]  # regions projected once per image, shared by its K captions
+        features, keys, h, c = (x.repeat_interleave(repeat, dim=0)
+                                for x in (features, keys, *state))
+        state = (h, c)
+        tokens = tokens.flatten(0, 1)
         lengths = (tokens[:, 1:] != pad_id).sum(dim=1)  # targets of each caption
         order = lengths.argsort(descending=True, stable=True)  # longest first
         logits, weights = self.teacher_forcing(tokens[order], lengths[order],
@@ -329,8 +328,9 @@ def caption_image(image: Path, model: AttentionCaptioner, vocabulary: Vocabulary
     return vocabulary.decode(found.ids), found
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``caption IMAGE... [--checkpoint PATH] [--beam N]``: print each image's caption."""
+def caption_cli(argv: list[str] | None = None) -> int:
+    """``python -m utils.models.captioner caption IMAGE... [--checkpoint PATH] [--beam N]``:
+    print each image's caption."""
     parser = argparse.ArgumentParser(prog="python -m utils.models.captioner")
     commands = parser.add_subparsers(dest="command", required=True)
     caption = commands.add_parser("caption", help="caption image files with a saved model")
@@ -350,4 +350,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(caption_cli())

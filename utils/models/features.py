@@ -12,20 +12,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from torch import nn
 
 from utils.core import paths
 from utils.core.common import atomic_path
 from utils.core.device import autocast, get_device, precision_for
+from utils.core.progress import progress
 from utils.data.datasets import ImageFiles, decode_image, imagenet_normalise, make_loader
 from utils.models.cnn import EFFICIENTNET_LITE, load_efficientnet_lite
 
 CACHE_VERSION = 1  # bump when the way features are computed changes
+
+
+class PrecomputedFeatures(nn.Module):
+    """Stands in for a frozen encoder whose outputs were computed once and cached: its input
+    IS the encoder's output, features (B,F), passed through unchanged."""
+
+    def __init__(self, out_features: int):
+        super().__init__()
+        self.out_features = out_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Cached encoder features (B,F) -> the same (B,F)."""
+        return features
 
 
 @dataclass
@@ -86,7 +99,7 @@ def compute_features(files: list[Path], encoder: str, image_size: int, batch_siz
     loader = make_loader(ImageFiles(files, image_size, imagenet_normalise), batch_size,
                          shuffle=False)
     maps, pooled = [], []
-    with tqdm(total=len(loader), desc=f"{encoder} features", file=sys.stdout,
+    with progress(total=len(loader), desc=f"{encoder} features",
               mininterval=5.0) as bar:
         for (batch,) in loader:
             batch = batch.to(device, non_blocking=True)

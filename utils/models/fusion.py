@@ -29,7 +29,7 @@ from utils.core.checkpoint import load_checkpoint, save_checkpoint
 from utils.core.common import config_from_dict
 from utils.data.tokenizers import TextVectorizer
 from utils.models.cnn import EFFICIENTNET_LITE
-from utils.models.features import compute_features
+from utils.models.features import PrecomputedFeatures, compute_features
 from utils.models.pooling import masked_mean
 
 NUM_CLASSES = 4  # ball, bike, dog, water (utils.data.course.CLASSES)
@@ -113,18 +113,6 @@ class LstmTextEncoder(nn.Module):
         return masked_mean(hidden, mask)
 
 
-class FeatureInput(nn.Module):
-    """A frozen encoder's precomputed vectors used as they are: (B,F) -> (B,F)."""
-
-    def __init__(self, features: int):
-        super().__init__()
-        self.out_features = features
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B,F) -> (B,F)."""
-        return features
-
-
 class FusionClassifier(nn.Module):
     """Image features (B,F) and/or text (B,L) ids or (B,D) vectors -> logits (B,K)."""
 
@@ -186,7 +174,7 @@ def build_text_branch(spec: dict, config: FusionConfig, embeddings: torch.Tensor
     if spec["modality"] == "image":
         return None
     if spec["text"] == "features":
-        return FeatureInput(spec["text_features"])
+        return PrecomputedFeatures(spec["text_features"])
     return LstmTextEncoder(spec["vocab_size"], config, embeddings)
 
 

@@ -54,6 +54,7 @@ def make_scheduler(optimizer, config, steps_per_epoch: int):
         optimizer, mode=monitor_of(config)[1], factor=0.5, patience=max(1, config.patience // 2))
 
 
+@torch.no_grad()
 def validate_classifier(model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
     """Mean validation loss and accuracy -> {"val_loss", "val_acc"} (summed on the device,
     read once)."""

@@ -115,6 +115,7 @@ def clip_step(model: ClipModel, batch, device: torch.device) -> tuple[torch.Tens
     return loss, len(images), {}
 
 
+@torch.no_grad()
 def validate_clip(model: ClipModel, loader: DataLoader, device: torch.device
                   ) -> dict[str, float]:
     """Validation loss and R@5 of each direction, one caption per image (as drawn at epoch 0),
@@ -136,17 +137,24 @@ def validate_clip(model: ClipModel, loader: DataLoader, device: torch.device
             "val_R@5_t2i": t2i, "val_R@5_i2t": i2t, "logit_scale": model.logit_scale.item()}
 
 
+def feature_inputs(loader: DataLoader) -> tuple[bool, bool]:
+    """(image, text): which towers a loader feeds with cached encoder features."""
+    return getattr(loader.dataset, "feature_inputs", (False, False))
+
+
 def train_clip(model: ClipModel, train_loader: DataLoader, val_loader: DataLoader,
                config: ClipConfig | None = None) -> list[dict]:
     """AdamW + cosine schedule; the epoch with the best validation R@5 (mean of both
-    directions) is kept; stops after ``patience`` epochs without progress -> history rows."""
+    directions) is kept; stops after ``patience`` epochs without progress -> history rows.
+    Loaders of cached features train ``model`` through its feature-input view."""
     config = config or model.config
     device = get_device()
     model.to(device)
-    optimizer = torch.optim.AdamW(parameter_groups(model))
+    view = model.with_feature_inputs(*feature_inputs(train_loader))
+    optimizer = torch.optim.AdamW(parameter_groups(view))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     stopper = EarlyStopping(*MONITOR, patience=config.patience)
-    trained = wrap_ddp(model)  # several processes (torchrun): DDP; one process: the model
+    trained = wrap_ddp(view)  # several processes (torchrun): DDP; one process: the model
     return fit(trained, train_loader, clip_step,
                lambda m: validate_clip(unwrap(m), val_loader, device),
                optimizer, scheduler, stopper, config.epochs, device)

@@ -25,9 +25,10 @@ from utils.core import paths
 from utils.core.common import make_config, seed_everything
 from utils.eval.index import build_index
 from utils.eval.zero_shot import evaluate_clip
-from utils.models.clip import ClipConfig, build_clip, save_clip
+from utils.models.clip import ClipConfig, save_clip
 from utils.train.clip import best_clip_epoch, load_clip_frame, make_clip_loaders, train_clip
 from utils.train.distributed import close_distributed, init_distributed, is_main_process, world_size
+from utils.train.towers import create_clip
 
 
 def parse_value(text: str):
@@ -79,7 +80,7 @@ def train_and_save(config: ClipConfig, out: Path) -> dict | None:
     """Train on this process's shard; rank 0 evaluates and saves -> the test result (rank 0)."""
     seed_everything(config.seed)
     frame, root = load_clip_frame(config)
-    model, tokenizer = build_clip(config, frame=frame)
+    model, tokenizer = create_clip(config, frame=frame)
     history = train_clip(model, *make_clip_loaders(model, tokenizer, frame, root))
     if not is_main_process():
         return None

@@ -15,17 +15,19 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
 
 from utils.core import paths
 from utils.core.common import atomic_path
 from utils.core.device import autocast, get_device
+from utils.core.progress import progress
 from utils.data.datasets import ImageTextDataset, make_loader
 from utils.train.loop import batch_count, limit
 
 
 class CachedFeatures(Dataset):
     """An ImageTextDataset whose images are replaced by precomputed encoder features (N,F)."""
+
+    feature_inputs = (True, False)  # (image, text): what ClipModel.with_feature_inputs reads
 
     def __init__(self, dataset: Dataset, features: torch.Tensor):
         self.dataset, self.features = dataset, features
@@ -53,7 +55,7 @@ def extract_features(encoder: nn.Module, loader: DataLoader, device: torch.devic
     features, labels = [], []
     # A manual bar: tqdm.auto wrapping a DataLoader calls iter() on it once more, which would
     # spend a draw of its seeded generator (and start workers for nothing).
-    with tqdm(total=batch_count(loader, batches), desc="features", leave=False,
+    with progress(total=batch_count(loader, batches), desc="features", leave=False,
               file=sys.stdout, mininterval=1.0) as bar:
         for batch in limit(loader, batches):
             with autocast(device):
@@ -79,6 +81,8 @@ class PrecomputedPairs(Dataset):
     """An ImageTextDataset whose images AND captions are replaced by precomputed encoder
     features (no image decoded): item = (image features (F,), caption features (D,), index);
     the caption is drawn per epoch as ImageTextDataset draws it."""
+
+    feature_inputs = (True, True)  # (image, text): what ClipModel.with_feature_inputs reads
 
     def __init__(self, dataset: ImageTextDataset, image_features: torch.Tensor,
                  text_features: torch.Tensor):
@@ -108,7 +112,7 @@ def encode_tokens(encoder: nn.Module, tokens: torch.Tensor, batch_size: int = 25
     order = torch.argsort((tokens != 0).sum(dim=1), stable=True)
     out = torch.empty(0)
     starts = range(0, len(tokens), batch_size)
-    for start in tqdm(starts, desc="text features", file=sys.stdout, mininterval=5.0):
+    for start in progress(starts, desc="text features", mininterval=5.0):
         rows = order[start:start + batch_size]
         with autocast(device):
             vectors = encoder(tokens[rows].to(device)).float().cpu()

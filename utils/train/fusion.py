@@ -193,6 +193,7 @@ def multitask_step(config: FusionConfig, class_weight: float, tag_weight: float)
     return step
 
 
+@torch.no_grad()
 def validate_step(model: nn.Module, step: Step, loader: DataLoader, device: torch.device
                   ) -> dict:
     """Mean loss (and per-item extras) of ``step`` over ``loader`` -> {"val_loss", "val_..."}."""

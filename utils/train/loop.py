@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from utils.core.device import grad_scaler
+from utils.core.progress import note, progress
 
 # step(model, batch, device) -> (mean loss of the batch (scalar tensor), items in the batch,
 # extra counts to add up over the epoch, e.g. {"acc": right answers}); counts may be tensors
@@ -117,7 +116,7 @@ class EarlyStopping:
             self.best_value, self.best_epoch = row[self.monitor], row["epoch"]
             self.best_state = copy.deepcopy(model.state_dict())
         elif row["epoch"] - self.best_epoch >= self.patience:
-            tqdm.write(f"early stop at epoch {row['epoch']}: best {self.monitor} at epoch "
+            note(f"early stop at epoch {row['epoch']}: best {self.monitor} at epoch "
                        f"{self.best_epoch}")
             return True
         return False
@@ -130,7 +129,7 @@ def best_epoch(history: list[dict], monitor: str, mode: str) -> int:
 
 
 def train_epoch(model: nn.Module, batches: Iterable, step: Step, optimizer,
-                device: torch.device, epoch: int, bar: tqdm, batch_scheduler=None,
+                device: torch.device, epoch: int, bar, batch_scheduler=None,
                 scaler: torch.amp.GradScaler | None = None,
                 steps: StepCounter | None = None) -> dict:
     """One training pass -> {"train_loss": mean loss, plus each extra count per item};
@@ -184,8 +183,8 @@ def fit(model: nn.Module, train_loader: DataLoader, step: Step,
             train_loader.dataset.set_epoch(epoch)  # e.g. a new caption per image each epoch
         if hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)  # several processes: reshuffle their shards
-        # A manual bar on stdout (not tqdm(loader)): one line per epoch in Jupyter and the PDF.
-        bar = tqdm(total=batch_count(train_loader, limit_batches), file=sys.stdout,
+        # A manual bar on stdout (not progress(loader)): one line per epoch in Jupyter and the PDF.
+        bar = progress(total=batch_count(train_loader, limit_batches),
                    desc=f"epoch {epoch}/{epochs}", mininterval=1.0)
         row = {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"]}
         row.update(train_epoch(model, limit(train_loader, limit_batches), step, optimizer,

