@@ -61,7 +61,7 @@ NPROC ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$${n:-0}" 
 	&& echo $$n || echo 2)
 DATASET ?= course
 train-ddp: setup  ## CLIP on NPROC processes (DDP): make train-ddp NPROC=2 DATASET=flickr8k ARGS=...
-	@$(PYTHON) -m utils.train.clip_cli --check-nproc $(NPROC)
+	@$(PYTHON) -m utils.train.clip_cli --check-nproc $(NPROC) --dataset $(DATASET) $(ARGS)
 	$(PYTHON) -m torch.distributed.run --standalone --nproc_per_node=$(NPROC) \
 		-m utils.train.clip_cli --dataset $(DATASET) $(ARGS)
 

@@ -74,7 +74,7 @@ def smoke_run(smoke_env: Path) -> Path:
     from utils.handin.execute import execute_notebooks
 
     execute_notebooks(parameters={"SMOKE": True})
-    return smoke_env / "results"
+    return paths.results_dir()  # the smoke folder: results/smoke/
 
 
 @pytest.fixture(scope="session")

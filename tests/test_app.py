@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.app import bench
+from utils.app import bench, catalog
 from utils.app import index as app_index
 from utils.app.__main__ import PAGE
 from utils.app.catalog import (
@@ -32,6 +32,7 @@ from utils.app.catalog import (
     load_searcher,
     scan_models,
 )
+from utils.app.safe import MAX_QUERY_CHARS, as_text
 from utils.core import paths
 from utils.core.checkpoint import save_checkpoint
 from utils.core.common import write_text
@@ -230,14 +231,14 @@ def test_a_shared_url_opens_with_its_results(app_env: Path, searcher) -> None:
     hits, _ = search_images(searcher.gallery, embed_query_text(searcher.model,
                                                                searcher.tokenizer, QUERY), 5)
     assert shown_scores(app) == [(h.rank, round(h.score, 3)) for h in hits]
-    assert any(h.caption in c.value for h in hits for c in app.caption)
+    assert any(h.caption in t.value for h in hits for t in app.get("text"))
     assert len(app.get("image")) == 5 + 1, "five results and the score histogram"
     app.slider(key="k").set_value(3).run()
     assert [r for r, _ in shown_scores(app)] == [1, 2, 3]
     assert app.query_params["k"] == "3" and app.query_params["q"] == QUERY
     app.multiselect(key="classes").set_value(["dog"]).run()
-    assert len(shown_scores(app)) == 3 and all("dog," in c.value for c in app.caption
-                                               if " — " in c.value)
+    assert len(shown_scores(app)) == 3 and all("dog," in t.value for t in app.get("text")
+                                               if " — " in t.value)
     app.selectbox(key="model").set_value("03_clip_seed1").run()
     assert app.query_params["model"] == "03_clip_seed1" and not app.exception
     assert shown_scores(app) != [] and not app.error
@@ -249,14 +250,20 @@ def test_a_shared_url_opens_with_its_results(app_env: Path, searcher) -> None:
     ({"q": QUERY, "model": "03_clip_truncated"}, "not a readable PyTorch checkpoint"),
     ({"q": QUERY, "model": "notes"}, "notes.pt: not a readable PyTorch checkpoint"),
     ({"q": QUERY, "model": "01_cnn"}, "01_cnn.pt: not a CLIP checkpoint"),
-    ({"q": QUERY, "model": "nope"}, "Model `nope` is not in"),
-    ({"q": QUERY, "k": "many"}, "k=`many` in the URL is not a whole number"),
+    ({"q": QUERY, "model": "nope"}, "Model nope is not in"),
+    ({"q": QUERY, "k": "many"}, "k in the URL is not a whole number"),
+    ({"q": QUERY, "k": "99"}, "k=99 in the URL is not a whole number from 1 to 50"),
 ])
 def test_bad_input_gets_a_message_in_the_page(app_env: Path, query: dict, message: str) -> None:
     app = run_page(query)
     assert not app.exception
-    shown = [e.value for kind in ("error", "warning", "info") for e in app.get(kind)]
-    assert any(message in str(text) for text in shown), shown
+    shown = [as_shown(e.value) for kind in ("error", "warning", "info") for e in app.get(kind)]
+    assert any(message in text for text in shown), shown
+
+
+def as_shown(markdown: str) -> str:
+    """What Markdown shows of a text escaped by as_text: the backslashes removed."""
+    return re.sub(r"\\(.)", r"\1", str(markdown))
 
 
 def test_no_checkpoint_at_all_says_to_run_make_run(app_env: Path, tmp_path: Path,
@@ -274,7 +281,7 @@ def test_an_uploaded_image_finds_captions_and_a_text_file_gets_a_message(app_env
     assert not app.exception and not app.error
     assert [r for r, _ in shown_scores(app)] == [1, 2, 3, 4, 5]
     app.file_uploader(key="upload").set_value(("fake.png", b"no pixels", "image/png")).run()
-    assert "fake.png: not a readable image" in app.error[0].value
+    assert "fake.png: not a readable image" in as_shown(app.error[0].value)
     app.radio(key="image_source").set_value("Pick a gallery image").run()
     assert not app.exception and len(shown_scores(app)) == 5
 
@@ -399,7 +406,74 @@ def test_browser_searches_switches_model_and_uploads(served_page: str, searcher,
         Image.new("RGB", (120, 90), (30, 90, 200)).convert("RGBA").save(picture)
         driver.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(picture))
         captions = hit_texts(driver, "caption", 5)
-        assert all(re.match(rf"#{r} · score -?\d\.\d{{3}} · \S", text)
+        assert all(re.match(rf"#{r} · score -?\d\.\d{{3}}\n\S", text)
                    for r, text in enumerate(captions, start=1)), captions
     finally:
         driver.quit()
+
+
+# --- issue 24: what a shared URL or a checkpoint can carry -----------------------------------
+HOSTILE_QUERY = ("dog ![t](http://203.0.113.5/q.png) [Click to re-login](http://203.0.113.6/"
+                 "phish) <img src=http://203.0.113.8/x.png>")
+HOSTILE_MODEL = "[warning](http://203.0.113.7/m)"
+
+
+def test_defect_3_a_hostile_url_is_shown_as_text_never_as_markdown(app_env: Path) -> None:
+    app = run_page({"q": HOSTILE_QUERY, "model": HOSTILE_MODEL, "k": "[5](http://x/k)"})
+    assert not app.exception
+    markdown = [str(e.value) for kind in ("markdown", "caption", "warning", "error", "info")
+                for e in app.get(kind)]
+    assert not [t for t in markdown if "203.0.113" in as_shown(t)]  # never echoed as Markdown
+    assert HOSTILE_QUERY in [t.value for t in app.get("text")]  # shown as plain text
+    assert any("The model of the URL is not in" in as_shown(t) for t in markdown)
+
+
+def test_defect_10_a_huge_query_is_capped_with_a_message(app_env: Path) -> None:
+    app = run_page({"q": "a dog " * 20_000, "k": "5"})  # 120,000 characters
+    assert not app.exception
+    assert any("only its first 300 are kept" in as_shown(w.value) for w in app.warning)
+    assert len(app.text_input(key="q").value) == MAX_QUERY_CHARS
+    assert len(app.query_params["q"]) <= MAX_QUERY_CHARS and shown_scores(app)
+
+
+def test_defect_11_a_legacy_checkpoint_that_load_clip_reads_is_searchable(app_env: Path,
+                                                                          tmp_path: Path):
+    legacy = tmp_path / "03_clip_legacy.pt"
+    data = torch.load(app_env / "03_clip.pt", weights_only=True)
+    torch.save(data, legacy, _use_new_zipfile_serialization=False)  # torch's old format
+    entry = catalog.probe_file(legacy)
+    assert entry.kind == "clip" and not entry.problem
+    searcher = load_searcher(legacy)
+    hits, _ = search_images(searcher.gallery, embed_query_text(searcher.model,
+                                                               searcher.tokenizer, QUERY), 3)
+    assert len(hits) == 3
+
+
+def test_defect_3_the_browser_fetches_nothing_outside_and_shows_no_link(served_page: str
+                                                                         ) -> None:
+    from urllib.parse import quote
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = start_chromium()
+    try:
+        driver.get(f"{served_page}/?q={quote(HOSTILE_QUERY)}&model={quote(HOSTILE_MODEL)}&k=5")
+        hit_texts(driver, "hit", 5)
+        WebDriverWait(driver, 30).until(lambda d: "203.0.113.6" in d.page_source)
+        hosts = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)")
+        outside = [h for h in hosts if not h.startswith((served_page, "data:", "blob:"))]
+        assert not outside, f"the page fetched from outside 127.0.0.1: {outside}"
+        links = driver.execute_script(
+            "return [...document.querySelectorAll('a[href], img[src]')]"
+            ".map(e => e.href || e.src).filter(u => !u.startsWith(arguments[0]))", served_page)
+        assert not links, f"a link or an image from the URL was rendered: {links}"
+    finally:
+        driver.quit()
+
+
+def test_text_from_outside_cannot_become_markdown_links_or_formatting() -> None:
+    shown = as_text("**bold** [x](http://203.0.113.9/a) www.example.org me@example.org `c`")
+    assert "://" not in shown and "www." not in shown and "@e" not in shown
+    assert as_shown(shown).replace("\u200b", "") == \
+        "**bold** [x](http://203.0.113.9/a) www.example.org me@example.org `c`"

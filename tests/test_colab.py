@@ -75,11 +75,12 @@ def test_a_notebook_alone_in_an_empty_folder_clones_sets_up_and_runs(colab_env, 
     run_alone("02", first, {"SMOKE": True, "REPO_URL": repo_url})
     clone = first / "projet_clip_hai923"
     assert (clone / ".git").is_dir() and (clone / "utils" / "core" / "paths.py").is_file()
-    assert (colab_env / "drive" / "models" / "02_smallbert.pt").is_file()
+    # A SMOKE run keeps to the smoke folders, beside (never over) a full run's files.
+    assert (colab_env / "drive" / "models" / "smoke" / "02_smallbert.pt").is_file()
     second = run_alone("03", tmp_path / "runtime_2",
                        {"SMOKE": True, "REPO_URL": repo_url,
                         "OVERRIDES": {"image_source": "scratch", "compare_variants": False}})
-    metrics = load_json(colab_env / "drive" / "results" / "metrics" / "03_clip.json")
+    metrics = load_json(colab_env / "drive" / "results" / "smoke" / "metrics" / "03_clip.json")
     assert metrics["config"]["text_source"] == "checkpoint"  # 02_smallbert.pt of runtime 1
     here = get_device()
     assert metrics["runtime"]["device"] == here.type

@@ -232,15 +232,20 @@ def test_build_twice_gives_identical_files(course_subset, flickr8k_dir, tmp_path
     assert all(md5(out / p) == md5(course_subset / p) for p in first)
 
 
-def test_rebuild_replaces_the_old_folder_atomically(tmp_path):
+def test_rebuild_moves_the_old_folder_aside_whole_and_only_when_asked(tmp_path):
     root = make_flickr_like(tmp_path / "f")
     out = tmp_path / "built" / "subset"
     build_subset(root, out, per_class=2, min_per_class=1)
-    (out / "stale.txt").write_text("from an older build")
-    build_subset(root, out, per_class=1, min_per_class=1)
-    assert not (out / "stale.txt").exists()
-    assert len(read_captions(out)) == 4
-    assert [p.name for p in out.parent.iterdir()] == ["subset"]  # no temp folder left behind
+    (out / "NOTES.txt").write_text("the team's notes")
+    with pytest.raises(DataError, match="refusing to replace it .*--replace"):
+        build_subset(root, out, per_class=1, min_per_class=1)
+    assert (out / "NOTES.txt").is_file() and len(read_captions(out)) == 8  # untouched
+    build_subset(root, out, per_class=1, min_per_class=1, replace=True)
+    assert len(read_captions(out)) == 4 and not (out / "NOTES.txt").exists()
+    aside, = [p for p in out.parent.iterdir() if p.name != "subset"]  # no temp folder left
+    assert aside.name.startswith("subset.replaced-")
+    assert (aside / "NOTES.txt").read_text() == "the team's notes"
+    assert len(read_captions(aside)) == 8
 
 
 def test_build_refuses_to_replace_a_folder_that_is_not_a_dataset(tmp_path):

@@ -139,7 +139,8 @@ def simulated_env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
-        patch.delenv("RECIPE", raising=False)
+        patch.setenv("RECIPE", "")  # recorded: the notebooks' setup sets it, it must not leak
+        patch.delenv("RECIPE")
         yield base
 
 
@@ -171,6 +172,7 @@ def test_notebook_07_trains_smallbert_on_the_gpu_when_step_2_is_absent(simulated
                                                                         tmp_path, monkeypatch):
     monkeypatch.setenv("MODELS_DIR", str(tmp_path / "models"))  # no 02_smallbert.pt there
     monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("RECIPE", "auto")  # the notebook's setup sets it: restored after
     with simulated_cuda() as record:
         namespace = run_notebook(next(NOTEBOOKS.glob("07_*.ipynb")), {"SMOKE": True})
     assert namespace["inputs"].notes["smallbert"].startswith("trained here")

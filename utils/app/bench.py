@@ -20,6 +20,7 @@ import torch
 
 from utils.app.catalog import CheckpointError, Searcher, load_gallery_file, load_searcher
 from utils.core import paths
+from utils.core.cli import positive_int
 from utils.eval.search import Gallery, embed_query_text, search_images
 
 
@@ -61,8 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a CLIP checkpoint (default: models/03_clip.pt)")
     parser.add_argument("--gallery", type=Path, action="append", default=[],
                         help="a gallery file of python -m utils.app.index (repeatable)")
-    parser.add_argument("--queries", type=int, default=200, help="text queries per gallery")
-    parser.add_argument("--k", type=int, default=5, help="results per query")
+    parser.add_argument("--queries", type=positive_int, default=200,
+                        help="text queries per gallery")
+    parser.add_argument("--k", type=positive_int, default=5, help="results per query")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default, one per core)")
     return parser.parse_args(argv)

@@ -55,10 +55,21 @@ class Searcher:
     metrics: dict
 
 
+def load_lazily(path: Path):
+    """torch.load mapping tensors lazily (mmap); files in torch's legacy (non-zip) format,
+    which cannot be mapped but load_clip reads, are loaded whole instead."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error) and "zipfile" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(path: Path) -> dict:
     """torch.load with lazily mapped tensors; CheckpointError naming the file when unreadable."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        data = load_lazily(path)
     except Exception as error:  # corrupt files fail in many ways (zip, pickle, EOF, mmap)
         reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
         raise CheckpointError(

@@ -25,6 +25,7 @@ from utils.app.catalog import (
     load_searcher,
 )
 from utils.core import paths
+from utils.core.cli import positive_int, run_command
 from utils.core.common import atomic_path
 from utils.data.course import CLASSES, DataError, classify_caption
 from utils.data.flickr8k import FLICKR_IMAGES, read_flickr8k
@@ -91,7 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"the gallery file to write (default: models/{FLICKR8K_GALLERY})")
     parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
     return parser.parse_args(argv)
 
 
@@ -101,19 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     flickr8k = (args.flickr8k or paths.flickr8k_dir()).resolve()
     checkpoint = args.checkpoint or paths.models_dir() / "03_clip.pt"
     out = args.out or paths.model_path(FLICKR8K_GALLERY)
-    if not checkpoint.is_file():
-        print(f"error: {checkpoint}: not found. Fix: run `make run` first (it writes "
-              "models/03_clip.pt) or give --checkpoint.", file=sys.stderr)
-        return 1
     start = time.perf_counter()
-    try:
+
+    def work() -> str:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: not found. Fix: run `make run` first (it "
+                                    "writes models/03_clip.pt) or give --checkpoint.")
         index = build_flickr8k_gallery(flickr8k, checkpoint, out, args.limit, args.batch_size)
-    except (CheckpointError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"{out}: {len(index.image_paths)} images, {len(index.captions)} captions, embedded "
-          f"with {checkpoint.name} in {time.perf_counter() - start:.0f} s")
-    return 0
+        return (f"{out}: {len(index.image_paths)} images, {len(index.captions)} captions, "
+                f"embedded with {checkpoint.name} in {time.perf_counter() - start:.0f} s")
+
+    return run_command(work, (CheckpointError, DataError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from utils.app.catalog import (
     load_searcher,
     scan_models,
 )
+from utils.app.safe import MAX_QUERY_CHARS, as_text, capped_query, safe_name
 from utils.core import paths
 from utils.data.course import CLASSES, SPLITS
 from utils.eval.search import (
@@ -43,8 +44,6 @@ DEFAULT_K = 5
 MAX_K = 50
 COLUMNS = 5  # results per row of the grid
 OWN_GALLERY = "the checkpoint's own gallery"
-
-
 def file_stamp(path: Path) -> tuple[int, int]:
     """(mtime in ns, size): a cache key that changes when a file is rewritten."""
     stat = path.stat()
@@ -83,17 +82,24 @@ def read_url_state(names: list[str]) -> list[str]:
         return []
     st.session_state["url_read"] = True
     params, notes = st.query_params, []
-    st.session_state["q"] = params.get("q", "")
+    query = params.get("q", "")
+    if len(query) > MAX_QUERY_CHARS:
+        notes.append(f"The query in the URL has {len(query)} characters: only its first "
+                     f"{MAX_QUERY_CHARS} are kept.")
+    st.session_state["q"] = capped_query(query)
     model = params.get("model")
     if model is not None and model not in names:
-        notes.append(f"Model `{model}` is not in {paths.models_dir()}: showing "
-                     f"`{default_model(names)}` instead. Available: {', '.join(names)}.")
+        named = f"Model {safe_name(model)}" if safe_name(model) else "The model of the URL"
+        notes.append(f"{named} is not in {as_text(paths.models_dir())}: showing "
+                     f"{as_text(default_model(names))} instead. Available: "
+                     f"{as_text(', '.join(names))}.")
         model = None
     st.session_state["model"] = model or default_model(names)
     k = params.get("k", str(DEFAULT_K))
     if not k.isdigit() or not 1 <= int(k) <= MAX_K:
-        notes.append(f"k=`{k}` in the URL is not a whole number from 1 to {MAX_K}: "
-                     f"showing the top {DEFAULT_K}.")
+        shown = f"k={k}" if k.isdigit() and len(k) < 10 else "k"
+        notes.append(f"{shown} in the URL is not a whole number from 1 to {MAX_K}: showing "
+                     f"the top {DEFAULT_K}.")
         k = str(DEFAULT_K)
     st.session_state["k"] = int(k)
     return notes
@@ -108,17 +114,17 @@ def write_url_state(query: str, model: str, k: int) -> None:
     """Put the current search in the URL, so the address can be shared."""
     state = {"model": model, "k": str(k)}
     if query.strip():
-        state["q"] = query
+        state["q"] = capped_query(query)
     if dict(st.query_params) != state:
         st.query_params.from_dict(state)
 
 
 def show_no_model(entries: list[Entry]) -> None:
     """The page when models/ holds no CLIP checkpoint at all."""
-    st.error(f"No CLIP checkpoint in `{paths.models_dir()}`: run `make run` first (notebook 03 "
-             "writes models/03_clip.pt), or set MODELS_DIR to a folder holding one.")
+    st.error(f"No CLIP checkpoint in {as_text(paths.models_dir())}: run `make run` first "
+             "(notebook 03 writes models/03_clip.pt), or set MODELS_DIR to a folder holding one.")
     for entry in entries:
-        st.caption(entry.problem or f"{entry.path.name}: a gallery file, not a model")
+        st.caption(as_text(entry.problem or f"{entry.path.name}: a gallery file, not a model"))
 
 
 def plot_score_histogram(scores: torch.Tensor, top: list[float]) -> Figure:
@@ -143,23 +149,23 @@ def show_image_hits(hits: list[Hit]) -> None:
                 if hit.image_path.is_file():
                     st.image(str(hit.image_path), width="stretch")
                 else:
-                    st.caption(f"(image not found: {hit.image_path})")
+                    st.caption(f"(image not found: {as_text(hit.image_path)})")
                 st.markdown(f"**#{hit.rank}** · score **{hit.score:.3f}**")
-                st.caption(f"{hit.caption} — *{hit.label}, {hit.split}*")
+                st.text(f"{hit.caption} — {hit.label}, {hit.split}")  # plain: no Markdown
 
 
 def show_caption_hits(hits: list[Hit]) -> None:
     """The top-k captions, each with rank, score and the class of its image."""
     for hit in hits:
         with st.container(key=f"caption-{hit.rank}", border=True):
-            st.markdown(f"**#{hit.rank}** · score **{hit.score:.3f}** · {hit.caption}")
-            st.caption(f"{hit.image_path.name} — {hit.label}, {hit.split}")
+            st.markdown(f"**#{hit.rank}** · score **{hit.score:.3f}**")
+            st.text(f"{hit.caption}\n{hit.image_path.name} — {hit.label}, {hit.split}")
 
 
 def text_to_images(searcher: Searcher, gallery: Gallery, k: int, keep: torch.Tensor) -> None:
     """The query box, then the top-k images and the histogram of all scores."""
     query = st.text_input("Describe the images you want", key="q",
-                          placeholder="A group of cyclists")
+                          placeholder="A group of cyclists", max_chars=MAX_QUERY_CHARS)
     if not query.strip():
         st.info("Type a query above (e.g. *A group of cyclists*) and press Enter.")
         return
@@ -168,7 +174,8 @@ def text_to_images(searcher: Searcher, gallery: Gallery, k: int, keep: torch.Ten
     if not hits:
         st.warning("No image passes the class and split filters: widen them in the sidebar.")
         return
-    st.markdown(f"Top {len(hits)} of {int(keep.sum())} images for **{query}**")
+    st.markdown(f"Top {len(hits)} of {int(keep.sum())} images for:")
+    st.text(query)  # as typed: no Markdown
     show_image_hits(hits)
     st.pyplot(plot_score_histogram(scores[keep], [hit.score for hit in hits]))
 
@@ -185,7 +192,7 @@ def pick_query_image(gallery: Gallery, keep: torch.Tensor):
         try:
             return read_upload(upload.getvalue(), upload.name)
         except UploadError as error:
-            st.error(str(error))
+            st.error(as_text(error))
             return None
     rows = keep.nonzero().flatten().tolist()
     if not rows:
@@ -195,8 +202,8 @@ def pick_query_image(gallery: Gallery, keep: torch.Tensor):
                        format_func=lambda r: gallery.index.image_paths[r])
     path = gallery.image_file(row)
     if not path.is_file():
-        st.error(f"{path}: image not found. Fix: `make data` (the gallery's images live under "
-                 f"{gallery.root}).")
+        st.error(f"{as_text(path)}: image not found. Fix: `make data` (the gallery's images "
+                 f"live under {as_text(gallery.root)}).")
         return None
     return read_upload(path.read_bytes(), path.name)
 
@@ -229,7 +236,7 @@ def choose_gallery(searcher: Searcher, entry: Entry, entries: list[Entry]) -> Ga
     try:
         return cached_gallery(str(path), file_stamp(path), searcher, entry.name)
     except CheckpointError as error:
-        st.sidebar.warning(f"{error} Searching the checkpoint's own gallery instead.")
+        st.sidebar.warning(f"{as_text(error)} Searching the checkpoint's own gallery instead.")
         return searcher.gallery
 
 
@@ -262,13 +269,13 @@ def main() -> None:
     try:
         searcher = cached_searcher(str(entry.path), file_stamp(entry.path))
     except (CheckpointError, FileNotFoundError) as error:
-        st.error(str(error))
+        st.error(as_text(error))
         st.stop()
     gallery = choose_gallery(searcher, entry, entries)
-    sidebar.caption(f"Searching {gallery.name}, images under `{gallery.root}`.")
+    sidebar.caption(f"Searching {as_text(gallery.name)}, images under {as_text(gallery.root)}.")
     if not gallery.root.is_dir():
-        st.warning(f"Images not found under {gallery.root}: run `make data`. Results show "
-                   "captions and scores only.")
+        st.warning(f"Images not found under {as_text(gallery.root)}: run `make data`. Results "
+                   "show captions and scores only.")
     keep = image_mask(gallery, classes, splits)
 
     text_tab, image_tab = st.tabs(["Text → images", "Image → texts"])

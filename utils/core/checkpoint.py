@@ -22,6 +22,8 @@ KINDS = {
     "image_classifier": ("step-1 image classifier (CNN)", "01_cnn_image_classifier"),
     "text_classifier": ("step-2 SmallBERT text classifier", "02_smallbert_text_classifier"),
     "clip": ("CLIP model", "03_clip"),
+    "captioner": ("captioning model", "06_captioning"),
+    "fusion": ("fusion classifier", "07_fusion_multitask"),
 }
 
 
@@ -76,6 +78,10 @@ def checkpoint_kind(checkpoint: dict) -> str:
         return str(checkpoint["kind"])
     if "index" in checkpoint and "tokenizer" in checkpoint:
         return "clip"
+    if "specs" in checkpoint and "other_states" in checkpoint:
+        return "fusion"
+    if "vocabulary" in checkpoint and "attention_dim" in (checkpoint.get("config") or {}):
+        return "captioner"
     if "vectorizer" in checkpoint:
         return "text_classifier"
     if isinstance(checkpoint.get("config"), dict) and "trunk" in checkpoint["config"]:

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from utils.core.device import resolve_recipe
-
-TRUE_WORDS = {"1", "true", "yes", "on"}
+from utils.core.paths import env_flag
 
 
 def seed_everything(seed: int) -> None:
@@ -39,12 +38,6 @@ def make_generator(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
-
-
-def env_flag(name: str, default: bool = False) -> bool:
-    """Read a boolean environment variable such as ``SMOKE=1``."""
-    value = os.environ.get(name)
-    return default if value is None else value.strip().lower() in TRUE_WORDS
 
 
 @contextlib.contextmanager
@@ -157,6 +150,18 @@ def make_config(config_class: type, smoke: bool | None = None, overrides: dict |
             f"{config_class.__name__}: unknown field(s) {unknown}; valid: {sorted(valid)}"
         )
     return config_class(**values)
+
+
+def require_positive(config: Any, names: tuple[str, ...], at_least: dict | None = None) -> None:
+    """Raise a ValueError naming the first field of ``names`` that is not a number > 0 (or
+    below its minimum in ``at_least``), before anything is built or trained with it."""
+    for name in names:
+        value, floor = getattr(config, name), (at_least or {}).get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or \
+                (floor is not None and value < floor):
+            need = f">= {floor}" if floor is not None else "> 0"
+            raise ValueError(f"{type(config).__name__}.{name}={value!r}: must be a number "
+                             f"{need}. Fix: change it in OVERRIDES (or --set {name}=...).")
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from utils.core import paths
+
 RECIPES = ("auto", "cpu", "gpu")
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: the first GPUs with bf16 tensor cores
 GPU_RELOAD_TOLERANCE = 1e-2  # bf16 keeps 8 mantissa bits: unit-vector entries move by ~4e-3
@@ -168,7 +170,8 @@ def runtime_info(recipe: str | None = None, device: torch.device | None = None) 
     info = {"device": device.type, "gpu": None, "compute_capability": None,
             "precision": precision_for(device).name, "recipe": resolve_recipe(recipe),
             "torch": torch.__version__, "cuda": torch.version.cuda,
-            "python": platform.python_version(), "cpu_threads": torch.get_num_threads()}
+            "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
+            "smoke": paths.smoke_active()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["compute_capability"] = ".".join(map(str, cuda_capability(device)))

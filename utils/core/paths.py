@@ -2,8 +2,9 @@
 
 Environment overrides (read at call time, so tests and notebooks can set them late):
 ``DATA_DIR`` (where datasets live), ``FLICKR8K_DIR`` (the Flickr8k corpus as it unpacks),
-``MODELS_DIR`` and ``RESULTS_DIR`` (where checkpoints and results go; the smoke tests point
-them at a temporary folder so they never overwrite a real run).
+``MODELS_DIR`` and ``RESULTS_DIR`` (where checkpoints and results go). A SMOKE run (``SMOKE=1``:
+tiny data, one or two epochs) writes into ``models/smoke/`` and ``results/smoke/`` instead, so
+it never replaces what a full run saved.
 """
 
 from __future__ import annotations
@@ -24,6 +25,23 @@ TEAM_FILE = ROOT / "team.toml"
 
 
 SUBSET_NAME = "flickr_subset2"
+
+
+SMOKE_FOLDER = "smoke"  # a SMOKE run's models and results live in this sub-folder
+
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """Read a boolean environment variable such as ``SMOKE=1``."""
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in TRUE_WORDS
+
+
+def smoke_active() -> bool:
+    """True during a SMOKE run (``$SMOKE``; a notebook's SMOKE parameter sets it)."""
+    return env_flag("SMOKE")
 
 
 # The shared read-only Flickr8k copy that sits beside a developer's or CI's checkout.
@@ -51,13 +69,17 @@ def flickr8k_dir() -> Path:
 
 
 def models_dir() -> Path:
-    """Folder of the checkpoints (``$MODELS_DIR`` or ``<root>/models``)."""
-    return Path(os.environ.get("MODELS_DIR", ROOT / "models")).expanduser().resolve()
+    """Folder of the checkpoints (``$MODELS_DIR`` or ``<root>/models``; its ``smoke/`` during a
+    SMOKE run)."""
+    base = Path(os.environ.get("MODELS_DIR", ROOT / "models")).expanduser().resolve()
+    return base / SMOKE_FOLDER if smoke_active() else base
 
 
 def results_dir() -> Path:
-    """Folder of the results (``$RESULTS_DIR`` or ``<root>/results``)."""
-    return Path(os.environ.get("RESULTS_DIR", ROOT / "results")).expanduser().resolve()
+    """Folder of the results (``$RESULTS_DIR`` or ``<root>/results``; its ``smoke/`` during a
+    SMOKE run)."""
+    base = Path(os.environ.get("RESULTS_DIR", ROOT / "results")).expanduser().resolve()
+    return base / SMOKE_FOLDER if smoke_active() else base
 
 
 def figures_dir() -> Path:

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,12 +25,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
-from PIL import Image, ImageFile
 from sklearn.model_selection import train_test_split
 
 from utils.core import paths
 from utils.core.common import atomic_path, default_mode, remove_stale_temps
-from utils.core.progress import progress
+from utils.core.progress import note, progress
+from utils.data.images import image_error, inside_folder
 
 CLASSES = ("ball", "bike", "dog", "water")
 
@@ -93,31 +94,64 @@ def classify_caption(caption: str) -> str | None:
     return next((name for name in CLASS_PRIORITY if CLASS_PATTERNS[name].search(caption)), None)
 
 
-def replace_dir(new: Path, target: Path) -> None:
-    """Move the finished folder ``new`` onto ``target``, replacing an older dataset there."""
-    if target.exists() and any(target.iterdir()) and not (target / CAPTIONS_CSV).exists():
-        raise DataError(f"{target}: exists and holds no {CAPTIONS_CSV}; refusing to replace it. "
-                        "Fix: choose an empty or new --out folder.")
-    if not target.exists():
+def move_aside(target: Path) -> Path:
+    """Rename ``target`` to a free sibling name, ``<name>.replaced-<date>-<time>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, number = target.with_name(f"{target.name}.replaced-{stamp}"), 1
+    while aside.exists():
+        aside, number = target.with_name(f"{target.name}.replaced-{stamp}-{number}"), number + 1
+    os.replace(target, aside)
+    return aside
+
+
+def replace_dir(new: Path, target: Path, replace: bool = False) -> Path | None:
+    """Move the finished folder ``new`` onto ``target``. A non-empty ``target`` is never
+    deleted: refused unless ``replace``, then moved aside whole -> its new name (or None)."""
+    if target.exists() and any(target.iterdir()):
+        if not replace:
+            raise DataError(f"{target}: exists and is not empty; refusing to replace it "
+                            "(nothing was changed). Fix: give a new --out folder, or add "
+                            "--replace: the old folder is then moved aside whole, not deleted.")
+        aside = move_aside(target)
         os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
+        return aside
+    if target.exists():
+        target.rmdir()  # empty: nothing to keep
     os.replace(new, target)
-    shutil.rmtree(old)
+    return None
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse, before anything is built, an output folder that cannot be made or written."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: is a file, not a folder. Fix: give a folder as --out.")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise DataError(f"{out}: cannot be made, {existing} is a file. Fix: give an --out "
+                        "folder whose parents are folders.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"{out}: {existing} is not writable (permission denied). Fix: give "
+                        "an --out folder you can write to.")
 
 
 @contextlib.contextmanager
-def building_dir(out: Path) -> Iterator[Path]:
-    """Yield a temp folder beside ``out``; rename it onto ``out`` only if the block succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out.parent, f".{out.name}.", ".building")  # a killed build's leftovers
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".building",
-                                dir=out.parent))
+def building_dir(out: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a temp folder beside ``out``; rename it onto ``out`` only if the block succeeds
+    (an existing ``out`` is refused, or moved aside with ``replace``: see replace_dir)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out.parent, f".{out.name}.", ".building")  # a killed build's
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".building",
+                                    dir=out.parent))
+    except OSError as error:
+        raise DataError(f"{out}: cannot write there ({error.strerror or error}). Fix: give an "
+                        "--out folder you can write to.") from error
     try:
         yield tmp
         os.chmod(tmp, default_mode(directory=True))
-        replace_dir(tmp, out)
+        aside = replace_dir(tmp, out, replace)
+        if aside is not None:
+            note(f"{out}: the previous folder was moved aside, whole, to {aside}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -190,9 +224,14 @@ def find_row_problems(root: Path, frame: pd.DataFrame, csv_path: Path) -> list[s
 
 
 def find_path_problems(root: Path, image_path: str, label: str, at: str) -> list[str]:
-    """An image_path that is empty, missing, or in another class's folder."""
+    """An image_path that is empty, leaves the dataset folder, is missing, or lies in another
+    class's folder (a path outside is never opened: whether it exists is not told)."""
     if not image_path:
         return [f"{at}: empty image_path. Fix: give the image's path, e.g. images/dog/dog_001.jpg."]
+    if not inside_folder(root, image_path):
+        return [f"{at}: image path {image_path!r} leaves the dataset folder {root}. Fix: give "
+                f"its path inside the folder, relative to it, e.g. images/{label or 'dog'}/"
+                f"{Path(image_path).name}."]
     if not (root / image_path).is_file():
         return [f"{at}: image {root / image_path} not found. Fix: restore the file or the path."]
     parts = Path(image_path).parts
@@ -229,27 +268,14 @@ def read_captions(root: Path) -> pd.DataFrame:
     return frame[list(COLUMNS)].reset_index(drop=True)
 
 
-def image_error(path: Path) -> str | None:
-    """Why an image cannot be fully decoded, or None. Any mode (RGBA, L, CMYK) is fine."""
-    relaxed = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut JPEG must fail even if a library relaxed this
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
-        return f"{type(err).__name__}: {err}"
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = relaxed
-    return None
-
-
 def find_image_problems(root: Path, frame: pd.DataFrame) -> list[str]:
     """Images that exist but cannot be decoded (truncated, not an image...)."""
     problems = []
     images = frame.drop_duplicates("image_path")
     for row in progress(images.itertuples(), total=len(images), desc="decode images", disable=None):
         path = root / row.image_path
-        error = image_error(path) if row.image_path and path.is_file() else None
+        inside = inside_folder(root, row.image_path)
+        error = image_error(path) if inside and path.is_file() else None
         if error:
             problems.append(f"{path} ({CAPTIONS_CSV} line {row.line}): unreadable image "
                             f"({error}). Fix: replace the file with a valid image.")

@@ -16,12 +16,12 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from utils.core.common import make_generator
 from utils.core.device import loader_options
 from utils.core.progress import progress
 from utils.data.course import CLASSES
+from utils.data.images import check_size, decode_image, resized, to_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
@@ -51,31 +51,12 @@ def build_transform(image_size: int, augment: bool, config: Any = None) -> v2.Co
     return v2.Compose([*steps, v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def open_rgb(path: Path) -> Image.Image:
-    """Open any image as RGB; transparent pixels (RGBA, LA, P with transparency) go on white."""
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        return image.convert("RGB")
-
-
 def imagenet_normalise(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 (3,S,S) -> float32 (3,S,S) in [0, 1], ImageNet-normalised (what the frozen
     encoders' feature cache was computed with, bit for bit)."""
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (pixels.float() / 255.0 - mean) / std
-
-
-def decode_image(path: Path, size: int) -> torch.Tensor:
-    """One image file -> uint8 tensor (3,size,size), any mode converted to RGB."""
-    image = open_rgb(path)
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    return F.pil_to_tensor(image)
 
 
 class ImageFiles(Dataset):
@@ -270,9 +251,8 @@ def image_pixels(image: str | Path | Image.Image, size: int) -> torch.Tensor:
             raise FileNotFoundError(f"{path}: image not found (give an existing image file "
                                     "or a PIL image)")
         return decode_image(path, size)
-    image = image.convert("RGB")
-    if image.size != (size, size):  # same resampling as utils.datasets.decode_image
-        image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    check_size(image, "the image")
+    image = resized(to_rgb(image), size)  # the same conversion and resampling as the files'
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
 
 

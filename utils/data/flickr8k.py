@@ -18,6 +18,7 @@ from utils.data.course import (
     DataError,
     building_dir,
     check_dataset,
+    check_output_folder,
     classify_caption,
     make_split,
     read_captions,
@@ -174,13 +175,16 @@ def write_caption_files(rows: pd.DataFrame, out: Path) -> None:
 
 
 def build_subset(flickr8k: Path, out: Path, per_class: int = 150,
-                 captions_per_image: int = 1, min_per_class: int = MIN_PER_CLASS) -> Path:
-    """Build the course subset from Flickr8k into ``out`` (atomically: temp folder, then rename)."""
+                 captions_per_image: int = 1, min_per_class: int = MIN_PER_CLASS,
+                 replace: bool = False) -> Path:
+    """Build the course subset from Flickr8k into ``out`` (atomically: temp folder, then rename).
+    An existing non-empty ``out`` is refused, or with ``replace`` moved aside (never deleted)."""
     check_build_arguments(per_class, captions_per_image, min_per_class)
     flickr8k, out = Path(flickr8k), Path(out)
     captions = read_flickr8k(flickr8k)
     rows = subset_rows(select_images(captions, per_class), captions, captions_per_image)
-    with building_dir(out) as tmp:
+    check_output_folder(out)
+    with building_dir(out, replace) as tmp:
         copy_images(rows, flickr8k / FLICKR_IMAGES, tmp)
         write_caption_files(rows, tmp)
         write_captions_csv(rows, tmp / CAPTIONS_CSV)

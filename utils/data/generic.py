@@ -19,12 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils.data.course import (
-    SPLITS,
-    DataError,
-    image_error,
-    load_split,
-)
+from utils.data.course import SPLITS, DataError, load_split
+from utils.data.images import image_error, inside_folder
 
 IMAGE_NAMES = ("image_path", "image", "img", "file", "filename", "file_name", "path", "code",
                "id")
@@ -56,16 +52,20 @@ def read_delimited(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
         raise DataError(f"{path}, line 1: separator not recognised ({err}). Fix: separate the "
                         "columns with one of , ; tab |, with a header line.") from err
     reader = csv.reader(text.splitlines(), dialect)
-    header = [name.strip() for name in next(reader, [])]
-    rows = []
-    for fields in reader:
-        if not any(field.strip() for field in fields):
-            continue
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        rows = [(reader.line_num, fields) for fields in reader
+                if any(field.strip() for field in fields)]
+    except csv.Error as err:  # e.g. a field over csv's 128 KiB limit: an unclosed quote
+        raise DataError(f"{path}, line {reader.line_num}: unreadable row ({err}). Fix: "
+                        "close the quote opened on this line or above (an unclosed quote "
+                        "swallows the rest of the file); a caption is a sentence or two.") \
+            from err
+    for line, fields in rows:
         if len(fields) != len(header):
-            raise DataError(f"{path}, line {reader.line_num}: {len(fields)} field(s) instead of "
+            raise DataError(f"{path}, line {line}: {len(fields)} field(s) instead of "
                             f"{len(header)}. Fix: quote the fields that contain the separator.")
-        rows.append((reader.line_num, dict(zip(header, fields, strict=True))))
-    return header, rows
+    return header, [(line, dict(zip(header, fields, strict=True))) for line, fields in rows]
 
 
 def read_jsonl(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
@@ -152,8 +152,15 @@ def table_frame(path: Path, rows: list[tuple[int, dict]], columns: TableColumns
     return pd.DataFrame(records, columns=["image_path", "label", "caption", "split", "line"])
 
 
-def row_problems(path: Path, frame: pd.DataFrame, columns: TableColumns) -> list[str]:
-    """Empty captions, missing labels or images, bad split names, duplicate rows."""
+OUTSIDE_FIX = ("Fix: give the image's path relative to the table's folder, inside it; for a "
+               "dataset whose images live elsewhere, allow it explicitly (python -m utils.data "
+               "check FILE --allow-outside-paths, or allow_outside=True).")
+
+
+def row_problems(path: Path, frame: pd.DataFrame, columns: TableColumns,
+                 allow_outside: bool = False) -> list[str]:
+    """Empty captions, missing labels or images, bad split names, duplicate rows, image paths
+    that leave the table's folder (unless ``allow_outside``: absolute paths, '..')."""
     problems = []
     duplicated = frame.duplicated(["image_path", "caption"], keep="first")
     for row, dup in zip(frame.itertuples(), duplicated, strict=True):
@@ -168,7 +175,10 @@ def row_problems(path: Path, frame: pd.DataFrame, columns: TableColumns) -> list
         if dup:
             problems.append(f"{at}: duplicate row ({row.image_path}, same caption). Fix: delete "
                             "the repeated row.")
-        if not (path.parent / row.image_path).is_file():
+        if not allow_outside and not inside_folder(path.parent, row.image_path):
+            problems.append(f"{at}: image path {row.image_path!r} leaves the folder "
+                            f"{path.parent}. {OUTSIDE_FIX}")
+        elif not (path.parent / row.image_path).is_file():
             problems.append(f"{at}: image {path.parent / row.image_path or '(empty)'} not "
                             "found. Fix: restore the file or correct the path (relative to "
                             "the table's folder).")
@@ -186,8 +196,8 @@ def image_consistency(path: Path, frame: pd.DataFrame) -> list[str]:
     return problems
 
 
-def read_table_rows(path: Path, columns: TableColumns | None = None
-                    ) -> tuple[pd.DataFrame, TableColumns, list[str]]:
+def read_table_rows(path: Path, columns: TableColumns | None = None,
+                    allow_outside: bool = False) -> tuple[pd.DataFrame, TableColumns, list[str]]:
     """The table (with line numbers), its settled columns and every row problem found."""
     path = Path(path)
     header, rows = read_records(path)
@@ -195,24 +205,29 @@ def read_table_rows(path: Path, columns: TableColumns | None = None
     frame = table_frame(path, rows, columns)
     if frame.empty:
         return frame, columns, [f"{path}: no rows. Fix: one row per (image, caption) pair."]
-    return frame, columns, row_problems(path, frame, columns) + image_consistency(path, frame)
+    return frame, columns, (row_problems(path, frame, columns, allow_outside)
+                            + image_consistency(path, frame))
 
 
-def check_table(path: Path, columns: TableColumns | None = None) -> list[str]:
+def check_table(path: Path, columns: TableColumns | None = None,
+                allow_outside: bool = False) -> list[str]:
     """Every problem of a table dataset (empty when fine), unreadable images included."""
     try:
-        frame, _, problems = read_table_rows(Path(path), columns)
+        frame, _, problems = read_table_rows(Path(path), columns, allow_outside)
     except DataError as err:
         return [str(err)]
-    return problems + unreadable_images(Path(path), frame)
+    return problems + unreadable_images(Path(path), frame, allow_outside)
 
 
-def unreadable_images(path: Path, frame: pd.DataFrame) -> list[str]:
-    """Images that exist but cannot be decoded, each with the first line naming it."""
+def unreadable_images(path: Path, frame: pd.DataFrame, allow_outside: bool = False
+                      ) -> list[str]:
+    """Images that exist but cannot be decoded, each with the first line naming it (paths
+    leaving the folder are not opened: they are refused as such)."""
     problems = []
     for row in frame.drop_duplicates("image_path").itertuples():
         image = path.parent / row.image_path
-        error = image_error(image) if row.image_path and image.is_file() else None
+        usable = allow_outside or inside_folder(path.parent, row.image_path)
+        error = image_error(image) if usable and image.is_file() else None
         if error:
             problems.append(f"{path}, line {row.line}: unreadable image {image} ({error}). "
                             "Fix: replace the file with a valid image.")
@@ -224,11 +239,11 @@ def split_path_of(path: Path) -> Path:
     return path.with_name(f"{path.stem}_splits.csv")
 
 
-def load_table_dataset(path: Path, columns: TableColumns | None = None
-                       ) -> tuple[pd.DataFrame, Path]:
+def load_table_dataset(path: Path, columns: TableColumns | None = None,
+                       allow_outside: bool = False) -> tuple[pd.DataFrame, Path]:
     """(rows image_path, label, caption, split; root = the table's folder), validated."""
     path = Path(path)
-    frame, columns, problems = read_table_rows(path, columns)
+    frame, columns, problems = read_table_rows(path, columns, allow_outside)
     if problems:
         raise DataError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(problems))
     if columns.split:

@@ -15,7 +15,10 @@ import time
 from pathlib import Path
 
 from utils.core import paths
+from utils.core.checkpoint import CheckpointError
+from utils.core.cli import run_command
 from utils.data.course import DataError
+from utils.data.images import ImageError
 from utils.eval.human_agreement import human_agreement
 from utils.models.clip import load_clip
 
@@ -38,23 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m utils.eval``."""
     args = parse_args(argv)
     start = time.perf_counter()
-    if not args.checkpoint.is_file():
-        print(f"error: {args.checkpoint}: not found. Fix: give a CLIP checkpoint, e.g. "
-              "models/03_clip.pt (notebook 03) or models/08_flickr8k_clip.pt (notebook 08).",
-              file=sys.stderr)
-        return 1
-    model, tokenizer, _ = load_clip(args.checkpoint)
-    try:
+
+    def work() -> str:
+        if not args.checkpoint.is_file():
+            raise FileNotFoundError(
+                f"{args.checkpoint}: not found. Fix: give a CLIP checkpoint, e.g. "
+                "models/03_clip.pt (notebook 03) or models/08_flickr8k_clip.pt (notebook 08).")
+        model, tokenizer, _ = load_clip(args.checkpoint)
         result = human_agreement(model, tokenizer, args.judgments,
                                  args.flickr8k or paths.flickr8k_dir())
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"{args.judgments}: {result['pairs']} pairs, {result['ratings']} ratings")
-    print(f"Kendall tau-c  CLIP-S: {result['tau_c_clip_s']:.3f}  RefCLIP-S: "
-          f"{result['tau_c_ref_clip_s']:.3f}  (CLIPScore paper, 400M pairs: 0.512 / 0.530)")
-    print(f"human_agreement: {time.perf_counter() - start:.1f} s")
-    return 0
+        return (f"{args.judgments}: {result['pairs']} pairs, {result['ratings']} ratings\n"
+                f"Kendall tau-c  CLIP-S: {result['tau_c_clip_s']:.3f}  RefCLIP-S: "
+                f"{result['tau_c_ref_clip_s']:.3f}  (CLIPScore paper, 400M pairs: 0.512 / "
+                f"0.530)\nhuman_agreement: {time.perf_counter() - start:.1f} s")
+
+    return run_command(work, (DataError, CheckpointError, FileNotFoundError, ImageError))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from utils.data.datasets import open_rgb
+from utils.data.images import open_rgb
 from utils.eval.plots import save_figure
 
 

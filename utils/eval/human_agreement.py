@@ -50,7 +50,12 @@ def read_judgments(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: not found. Fix: give the judgments file (Flickr8k-Expert "
                         "format: ExpertAnnotations.txt).")
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}). Fix: "
+                        "give the judgments file as UTF-8 text (Flickr8k-Expert format).") \
+            from error
     rows = [parse_judgment(line, path, n) for n, line in enumerate(lines, 1) if line.strip()]
     if not rows:
         raise DataError(f"{path}: no judgment. Fix: one line per judged (image, caption).")
@@ -73,10 +78,26 @@ def judged_texts(judgments: pd.DataFrame, captions: pd.DataFrame, path: Path
     return texts, refs
 
 
-def kendall_tau_c(scores: torch.Tensor, ratings: list[list[int]]) -> float:
-    """Kendall tau-c between scores (N,) and the ratings, each rating counted separately."""
+def check_ratings_vary(ratings: list[list[int]], path: Path | None = None) -> None:
+    """A DataError when every rating is the same: no ranking can agree or disagree with it."""
+    flat = [r for rs in ratings for r in rs]
+    if len(set(flat)) < 2:
+        raise DataError(f"{path or 'the judgments'}: all {len(flat)} ratings are {flat[0]}: "
+                        "Kendall's tau is undefined when the ratings never vary. Fix: judge "
+                        "pairs of different quality (ratings from 1 to 4).")
+
+
+def kendall_tau_c(scores: torch.Tensor, ratings: list[list[int]], path: Path | None = None
+                  ) -> float:
+    """Kendall tau-c between scores (N,) and the ratings, each rating counted separately; a
+    DataError when either side never varies (tau is then undefined, not a number)."""
     repeated = [float(s) for s, rs in zip(scores.tolist(), ratings, strict=True) for _ in rs]
     flat = [r for rs in ratings for r in rs]
+    check_ratings_vary(ratings, path)
+    if len(set(repeated)) < 2:
+        raise DataError(f"{path or 'the judgments'}: the model gives every pair the same score "
+                        f"({repeated[0]:.3f}): Kendall's tau is undefined. Fix: use a trained "
+                        "CLIP checkpoint.")
     return float(kendalltau(repeated, flat, variant="c").statistic)
 
 
@@ -102,8 +123,9 @@ def judgment_scores(model: ClipModel, tokenizer, judgments: pd.DataFrame, flickr
 def human_agreement(model: ClipModel, tokenizer, path: Path, flickr8k: Path) -> dict:
     """Kendall tau-c of CLIP-S and RefCLIP-S with the ratings of a judgments file."""
     judgments = read_judgments(Path(path))
+    check_ratings_vary(judgments["ratings"].tolist(), Path(path))  # before any embedding
     clip_s, ref_s = judgment_scores(model, tokenizer, judgments, Path(flickr8k), Path(path))
     ratings = judgments["ratings"].tolist()
-    return {"tau_c_clip_s": kendall_tau_c(clip_s, ratings),
-            "tau_c_ref_clip_s": kendall_tau_c(ref_s, ratings),
+    return {"tau_c_clip_s": kendall_tau_c(clip_s, ratings, Path(path)),
+            "tau_c_ref_clip_s": kendall_tau_c(ref_s, ratings, Path(path)),
             "pairs": len(judgments), "ratings": sum(len(r) for r in ratings)}

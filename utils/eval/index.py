@@ -117,8 +117,10 @@ class GalleryIndex:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     def is_labelled(self) -> bool:
-        """True when every image has a class (class precision and zero-shot make sense)."""
-        return bool(self.class_names) and NO_LABEL not in self.image_labels
+        """True when every image has a class and there are two classes or more (class
+        precision and zero-shot mean something: with one class they are 1.0 whatever)."""
+        return bool(self.class_names) and NO_LABEL not in self.image_labels and \
+            len(set(self.image_labels)) >= 2
 
 
 def feature_batches(features: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor]]:

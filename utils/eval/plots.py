@@ -19,7 +19,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 from utils.core import paths
 from utils.data.course import CLASSES, caption_lengths, split_table
-from utils.data.datasets import open_rgb
+from utils.data.images import open_rgb
 
 
 def save_figure(fig: Figure, name: str | None) -> Figure:

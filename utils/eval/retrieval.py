@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from utils.models.clip import similarity
+
 RECALL_KS = (1, 5, 10)
 
 
@@ -109,15 +111,18 @@ def evaluate_retrieval(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
 
     text_image[t] is the row of caption t's image in image_embeds. Text -> image: the caption's
     own image is the one right answer. Image -> text: a hit is ANY caption of that image.
-    ``image_labels`` None (an unlabelled dataset): class precision is None.
+    ``image_labels`` None (an unlabelled dataset), or a single class (any result would then
+    be 1.0, which says nothing): class precision is None.
     """
-    similarity = text_embeds.float() @ image_embeds.float().T  # (T, N)
+    if image_labels is not None and len(set(image_labels)) < 2:
+        image_labels = None
+    scores = similarity(image_embeds.float(), text_embeds.float()).T  # (T, N)
     text_labels = None if image_labels is None else [image_labels[i] for i in text_image]
     t2i_relevant = relevance_matrix(text_image, range(len(image_embeds)))
     i2t_relevant = t2i_relevant.T
     return {
-        "text_to_image": retrieval_metrics(similarity, t2i_relevant, text_labels, image_labels),
-        "image_to_text": retrieval_metrics(similarity.T, i2t_relevant, image_labels, text_labels),
+        "text_to_image": retrieval_metrics(scores, t2i_relevant, text_labels, image_labels),
+        "image_to_text": retrieval_metrics(scores.T, i2t_relevant, image_labels, text_labels),
         "chance": {
             "text_to_image": chance_metrics(t2i_relevant, text_labels, image_labels),
             "image_to_text": chance_metrics(i2t_relevant, image_labels, text_labels),

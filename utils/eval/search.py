@@ -7,7 +7,6 @@ are masks. Notebooks use it through ``ClipSearch`` (a trained CLIP + its gallery
 from __future__ import annotations
 
 import dataclasses
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +14,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from utils.core import paths
 from utils.data.course import CLASSES, SPLITS, DataError
-from utils.data.datasets import build_transform, image_pixels, open_rgb, write_synthetic_image
+from utils.data.datasets import build_transform, image_pixels, write_synthetic_image
 from utils.data.flickr8k import outside_image
+from utils.data.images import ImageError, image_from_bytes
 from utils.eval.index import GalleryIndex, embed_texts
 from utils.models.clip import load_clip, similarity
 
@@ -158,16 +158,12 @@ def embed_query_image(model: torch.nn.Module, image: str | Path | Image.Image) -
 
 
 def read_upload(data: bytes, name: str) -> Image.Image:
-    """Uploaded bytes -> RGB PIL image (any mode: RGBA, L, P, CMYK); UploadError otherwise."""
+    """Uploaded bytes -> RGB PIL image (any mode: RGBA, L, 16-bit, P, CMYK), by the project's
+    one loader; UploadError (its message says what to upload) otherwise, oversized included."""
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            kind = probe.format
-        if kind not in UPLOAD_FORMATS:
-            raise UploadError(f"{name}: a {kind} image; upload a JPEG or PNG file instead")
-        return open_rgb(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise UploadError(f"{name}: not a readable image ({error}); upload a JPEG or PNG file"
-                          ) from error
+        return image_from_bytes(data, name, UPLOAD_FORMATS)
+    except ImageError as error:
+        raise UploadError(str(error).replace("give a", "upload a")) from error
 
 
 def results_table(results: list[tuple[str, str, float]], root: Path,

@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score
 
 from utils.data.course import CLASSES
 from utils.eval.index import GalleryIndex, embed_texts
-from utils.models.clip import ClipModel
+from utils.models.clip import ClipModel, similarity
 
 PROMPT_TEMPLATES = ("a photo of {}", "a picture of {}", "{}", "an image showing {}")
 
@@ -34,7 +34,7 @@ def zero_shot_predict(model: ClipModel, tokenizer, image_embeds: torch.Tensor,
                       classes: Sequence[str] = CLASSES) -> torch.Tensor:
     """Class of each image (N,) = the class whose prompt embedding is the most similar."""
     prompts = class_prompt_embeddings(model, tokenizer, classes=classes)
-    return (image_embeds @ prompts.T).argmax(dim=1)
+    return similarity(image_embeds, prompts).argmax(dim=1)
 
 
 def zero_shot_accuracy(model: ClipModel, tokenizer, index: GalleryIndex) -> float | None:

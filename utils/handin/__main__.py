@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from utils.core.cli import run_command
 from utils.handin.execute import HandinError, execute_notebooks
 from utils.handin.pdf import export_pdfs
 
@@ -26,16 +27,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m utils.handin``."""
     args = parse_args(argv)
-    try:
+
+    def work() -> str:
         if args.command == "notebooks":
             done = execute_notebooks(args.only, {"SMOKE": True} if args.smoke else None)
         else:
             done = export_pdfs()
-    except (HandinError, ValueError) as error:
-        print(f"[handin] ERROR: {error}", file=sys.stderr)
-        return 1
-    print(f"[handin] {len(done)} file(s) written in {done[0].parent}")
-    return 0
+        return f"[handin] {len(done)} file(s) written in {done[0].parent}"
+
+    return run_command(work, (HandinError, ValueError), "[handin] ERROR")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 
 from utils.core import paths
-from utils.core.common import default_mode
+from utils.core.common import default_mode, remove_stale_temps
 
 NOTEBOOK_NAME = re.compile(r"^\d{2}_[\w-]+\.ipynb$")
 
@@ -100,8 +100,11 @@ def execute_notebook(source: Path, out_path: Path, parameters: dict, kernel: str
     import papermill
 
     failed = out_path.with_suffix(".failed.ipynb")
-    # papermill wants an output name ending in .ipynb, hence no utils.common.atomic_path here.
-    fd, name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".ipynb", dir=out_path.parent)
+    # papermill wants an output name ending in .ipynb, hence no utils.common.atomic_path here;
+    # the name carries this process's id, so a run killed before its cleanup is removed next.
+    remove_stale_temps(out_path.parent, f".{out_path.stem}.", ".ipynb")
+    fd, name = tempfile.mkstemp(prefix=f".{out_path.stem}.{os.getpid()}.", suffix=".ipynb",
+                                dir=out_path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -132,10 +135,34 @@ def restore_kernelspec(executed: Path, source: Path) -> None:
     nbformat.write(nb, executed)
 
 
+@contextlib.contextmanager
+def smoke_environment(parameters: dict) -> Iterator[None]:
+    """$SMOKE=1 while notebooks run with SMOKE=True: their kernels and the executed copies
+    then use the smoke folders (results/smoke/notebooks/), never a full run's."""
+    saved = os.environ.get("SMOKE")
+    if parameters.get("SMOKE"):
+        os.environ["SMOKE"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("SMOKE", None)
+        else:
+            os.environ["SMOKE"] = saved
+
+
 def execute_notebooks(names: list[str] | None = None, parameters: dict | None = None,
                       out_dir: Path | None = None,
                       notebooks_dir: Path | None = None) -> list[Path]:
-    """Execute the notebooks in order into ``results/notebooks/``; stop at the first failure."""
+    """Execute the notebooks in order into ``results/notebooks/`` (``results/smoke/notebooks/``
+    with SMOKE=True); stop at the first failure."""
+    with smoke_environment(parameters or {}):
+        return execute_in_order(names, parameters or {}, out_dir, notebooks_dir)
+
+
+def execute_in_order(names: list[str] | None, parameters: dict, out_dir: Path | None,
+                     notebooks_dir: Path | None) -> list[Path]:
+    """Execute the selected notebooks one after the other; stop at the first failure."""
     out_dir = Path(out_dir) if out_dir else paths.executed_notebooks_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = select_notebooks(names, notebooks_dir)
@@ -145,7 +172,7 @@ def execute_notebooks(names: list[str] | None = None, parameters: dict | None = 
     with venv_kernel() as kernel:
         for source in sources:
             print(f"[handin] executing {source.name} -> {out_dir / source.name}", flush=True)
-            done.append(execute_notebook(source, out_dir / source.name, parameters or {}, kernel))
+            done.append(execute_notebook(source, out_dir / source.name, parameters, kernel))
     return done
 
 

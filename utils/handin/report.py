@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.core import paths
-from utils.core.common import write_text
+from utils.core.cli import run_command
+from utils.core.common import load_json, write_text
 from utils.handin.latex import escape_latex, format_value, french_date
 from utils.handin.team import Team, TeamError, load_team, warning_line
 
@@ -404,9 +405,36 @@ def count_pages(aux: Path) -> PageCount:
     return PageCount(body=pages["annex-start"] - 1, annexes=annexes)
 
 
+SMOKE_REFUSED = ("these are the results of a SMOKE run (tiny data, one or two epochs), not "
+                 "figures to hand in. Fix: run the notebooks without SMOKE (`make run`), then "
+                 "`make submit`")
+
+
+def smoke_results(results_dir: Path) -> list[str]:
+    """The metrics files of ``results_dir`` written by a SMOKE run (their runtime says so)."""
+    found = []
+    for path in sorted((Path(results_dir) / "metrics").glob("*.json")):
+        runtime = load_json(path).get("runtime")
+        if isinstance(runtime, dict) and runtime.get("smoke"):
+            found.append(path.name)
+    return found
+
+
+def refuse_smoke(results_dir: Path) -> None:
+    """Raise ReportError when the results come from a SMOKE run."""
+    found = smoke_results(results_dir)
+    if found:
+        raise ReportError(f"{results_dir / 'metrics'} ({', '.join(found[:3])}): "
+                          f"{SMOKE_REFUSED}.")
+
+
 def build_report(report_dir: Path | None = None, team: Team | None = None,
-                 results_dir: Path | None = None) -> tuple[Path, PageCount]:
-    """Generate, compile and measure the report; raise ReportError past 8 + 2 pages."""
+                 results_dir: Path | None = None, allow_smoke: bool = False
+                 ) -> tuple[Path, PageCount]:
+    """Generate, compile and measure the report; raise ReportError past 8 + 2 pages, or on
+    the results of a SMOKE run (``allow_smoke``: tests of the chain only)."""
+    if not allow_smoke:
+        refuse_smoke(Path(results_dir or paths.results_dir()))
     require_latex()
     report_dir = Path(report_dir or paths.REPORT_DIR)
     generate(report_dir, team, results_dir)
@@ -431,14 +459,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m utils.handin.report``."""
     args = parse_args(argv)
-    try:
+
+    def work() -> str:
         pdf, count = build_report(args.report_dir)
-    except (ReportError, TeamError) as error:
-        print(f"[report] ERROR: {error}", file=sys.stderr)
-        return 1
-    print(f"[report] {pdf}: body {count.body}/{MAX_BODY_PAGES} pages, annexes "
-          f"{count.annexes}/{MAX_ANNEX_PAGES} pages")
-    return 0
+        return (f"[report] {pdf}: body {count.body}/{MAX_BODY_PAGES} pages, annexes "
+                f"{count.annexes}/{MAX_ANNEX_PAGES} pages")
+
+    return run_command(work, (ReportError, TeamError), "[report] ERROR")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 from utils.core import paths
-from utils.core.common import env_flag
+from utils.core.common import resolve_smoke
 from utils.core.device import (
     describe_runtime,
     resolve_recipe,
@@ -32,6 +32,7 @@ from utils.core.device import (
     set_deterministic,
     unused_gpu_message,
 )
+from utils.core.paths import env_flag
 from utils.handin.display import enable_pdf_tables
 from utils.handin.team import show_team
 
@@ -121,10 +122,13 @@ def ensure_data(data: str) -> None:
             "FLICKR8K_DIR to an unpacked Flickr8k.")
 
 
-def setup_notebook(recipe: str | None = None, persist: str = "", data: str = "course",
-                   deterministic: bool | None = None) -> dict:
-    """Persistence, data, recipe and determinism for this notebook; print the runtime once
-    and show the team -> runtime_info (what the metrics file records)."""
+def setup_notebook(recipe: str | None = None, persist: str = "", smoke: bool | None = None,
+                   data: str = "course", deterministic: bool | None = None) -> dict:
+    """Persistence, SMOKE mode, data, recipe and determinism for this notebook; print the
+    runtime once and show the team -> runtime_info (what the metrics file records).
+
+    ``smoke`` (the notebook's SMOKE parameter; None reads $SMOKE) also decides where models
+    and results go: a SMOKE run writes into their ``smoke/`` folders, never over a full run."""
     start = time.perf_counter()
     # Libraries that import tqdm.auto (transformers, huggingface_hub) warn in a kernel without
     # ipywidgets; the project's own bars are plain text (utils.core.progress): nothing is lost.
@@ -134,6 +138,10 @@ def setup_notebook(recipe: str | None = None, persist: str = "", data: str = "co
                          "repository) or 'drive' (Colab: on Google Drive)")
     if persist == "drive":
         persist_on_drive()
+    os.environ["SMOKE"] = "1" if resolve_smoke(smoke) else "0"
+    if resolve_smoke(smoke):
+        print(f"[setup] SMOKE run: tiny data and epochs; models and results go to "
+              f"{paths.models_dir()} and {paths.results_dir()}")
     ensure_data(data)
     os.environ["RECIPE"] = resolve_recipe(recipe)  # later calls (and subprocesses) agree
     set_deterministic(env_flag("DETERMINISTIC") if deterministic is None else deterministic)

@@ -28,7 +28,13 @@ from utils.core import paths
 from utils.core.common import atomic_path
 from utils.handin.execute import HandinError, executed_notebooks, list_notebooks
 from utils.handin.pdf import export_pdf, stamp_identity
-from utils.handin.report import MAX_ANNEX_PAGES, MAX_BODY_PAGES, ReportError, build_report
+from utils.handin.report import (
+    MAX_ANNEX_PAGES,
+    MAX_BODY_PAGES,
+    SMOKE_REFUSED,
+    ReportError,
+    build_report,
+)
 from utils.handin.team import FIELDS, Team, TeamError, load_team, placeholder_fields, require_filled
 
 ZIP_NAME = re.compile(r"^(\d+)\.zip$")
@@ -268,12 +274,37 @@ def check_file(name: str, data: bytes, group: int, team: Team | None,
         check_identity(name, text, team, result)
 
 
+MAX_ENTRY_BYTES = 100 * 2**20  # an executed notebook or its PDF weighs a few MiB
+MAX_TOTAL_BYTES = 400 * 2**20  # the whole hand-in, uncompressed
+
+
+def oversized(infos: list[zipfile.ZipInfo]) -> list[tuple[str, str]]:
+    """(what is wrong, fix) for entries whose uncompressed size is beyond what a hand-in
+    holds, read from the zip's directory before anything is decompressed (a zip bomb)."""
+    problems = [(f"{info.filename} would unpack to {info.file_size / 2**20:.0f} MiB (over "
+                 f"{MAX_ENTRY_BYTES // 2**20} MiB; a hand-in file weighs a few MiB)",
+                 "rebuild the zip with `make submit`; nothing of it was read")
+                for info in infos if info.file_size > MAX_ENTRY_BYTES]
+    total = sum(info.file_size for info in infos)
+    if total > MAX_TOTAL_BYTES:
+        problems.append((f"the zip would unpack to {total / 2**20:.0f} MiB (over "
+                         f"{MAX_TOTAL_BYTES // 2**20} MiB)", "rebuild it with `make submit`"))
+    return problems
+
+
 def open_zip(path: Path, result: CheckResult) -> zipfile.ZipFile | None:
-    """Open the zip and test its CRCs; None (with a violation) when it is broken."""
+    """Open the zip, bound its sizes, test its CRCs; None (with a violation) when it is
+    broken or too big to unpack."""
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as error:
         result.add(f"{path.name} is not a readable zip ({error})", "rebuild it (`make submit`)")
+        return None
+    too_big = oversized(archive.infolist())
+    if too_big:
+        for problem, fix in too_big:
+            result.add(f"{path.name}: {problem}", fix)
+        archive.close()
         return None
     try:
         bad = archive.testzip()
@@ -383,14 +414,28 @@ def write_zip(path: Path, entries: dict[str, bytes]) -> Path:
     return path
 
 
+def smoke_notebooks(notebooks: list[Path]) -> list[str]:
+    """The executed notebooks that ran with SMOKE=True (papermill records the parameters)."""
+    found = []
+    for path in notebooks:
+        meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
+        if (meta.get("parameters") or {}).get("SMOKE"):
+            found.append(path.name)
+    return found
+
+
 def build_submission(group: int | None = None, out_dir: Path | None = None,
                      team: Team | None = None, results_dir: Path | None = None,
-                     report_dir: Path | None = None) -> Path:
-    """Build ``<group>.zip`` (report + notebooks as .ipynb and .pdf), then check it."""
+                     report_dir: Path | None = None, allow_smoke: bool = False) -> Path:
+    """Build ``<group>.zip`` (report + notebooks as .ipynb and .pdf), then check it; the
+    results of a SMOKE run are refused (``allow_smoke``: tests of the chain only)."""
     team = (team or load_team()).with_group(group)
     require_filled(team)
     notebooks = notebooks_to_submit(team, results_dir)
-    report_pdf, _ = build_report(report_dir, team, results_dir)
+    smoke = smoke_notebooks(notebooks)
+    if smoke and not allow_smoke:
+        raise SubmissionError(f"{', '.join(smoke[:3])}: {SMOKE_REFUSED}.")
+    report_pdf, _ = build_report(report_dir, team, results_dir, allow_smoke)
     entries = zip_entries(team.group, team, report_pdf, notebooks)
     path = write_zip(Path(out_dir or paths.ROOT) / f"{team.group}.zip", entries)
     result = check_submission(path, team)

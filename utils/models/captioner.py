@@ -23,10 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.core import paths
-from utils.core.checkpoint import load_checkpoint, save_checkpoint
-from utils.core.common import config_from_dict
+from utils.core.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from utils.core.cli import positive_int, run_command
+from utils.core.common import config_from_dict, require_positive
 from utils.core.device import get_device
 from utils.data.captions import Vocabulary
+from utils.data.images import ImageError, image_error
 from utils.models.cnn import EFFICIENTNET_LITE
 from utils.models.features import compute_features
 
@@ -73,7 +75,9 @@ class CaptionerConfig:
                              "meteor": False}
 
     def __post_init__(self) -> None:
-        """Check the encoder name and that GloVe's size matches the embeddings."""
+        """Check the encoder name, the sizes, and that GloVe's size matches the embeddings."""
+        require_positive(self, ("batch_size", "epochs", "lr", "beam_size", "max_caption_length",
+                                "hidden_dim", "feature_dim", "attention_dim", "embed_dim"))
         if self.encoder not in EFFICIENTNET_LITE:
             raise ValueError(f"CaptionerConfig.encoder={self.encoder!r}: choose one of "
                              f"{sorted(EFFICIENTNET_LITE)}")
@@ -302,24 +306,29 @@ def save_captioner(path: Path, model: AttentionCaptioner, vocabulary: Vocabulary
                    metrics: dict) -> Path:
     """One file: weights, config, vocabulary, epoch, metrics."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return save_checkpoint(path, state, asdict(model.config), vocabulary=vocabulary.to_dict(),
-                           epoch=epoch, metrics=metrics)
+    return save_checkpoint(path, state, asdict(model.config), kind="captioner",
+                           vocabulary=vocabulary.to_dict(), epoch=epoch, metrics=metrics)
 
 
 def load_captioner(path: Path | None = None
                    ) -> tuple[AttentionCaptioner, Vocabulary, dict]:
     """Rebuild (model in eval mode on the device, vocabulary, checkpoint) from the file alone."""
-    checkpoint = load_checkpoint(path or paths.model_path(CAPTIONER_CHECKPOINT))
+    checkpoint = load_checkpoint(path or paths.model_path(CAPTIONER_CHECKPOINT),
+                                 kind="captioner")
     config = config_from_dict(CaptionerConfig, checkpoint["config"])
     vocabulary = Vocabulary.from_dict(checkpoint["vocabulary"])
     model = build_captioner(config, vocabulary)
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint, path or paths.model_path(CAPTIONER_CHECKPOINT))
     return model.to(get_device()).eval(), vocabulary, checkpoint
 
 
 def caption_image(image: Path, model: AttentionCaptioner, vocabulary: Vocabulary,
                   beam_size: int | None = None) -> tuple[str, Caption]:
-    """Any image file -> (its caption, the Caption with its attention weights)."""
+    """Any image file -> (its caption, the Caption with its attention weights); an ImageError
+    naming the file when it is missing, not an image or too large."""
+    problem = image_error(Path(image)) if Path(image).is_file() else "not found"
+    if problem:
+        raise ImageError(f"{image}: {problem}. Fix: give a JPEG or PNG image file.")
     config = model.config
     size = EFFICIENTNET_LITE[config.encoder][2]
     maps, _ = compute_features([Path(image)], config.encoder, size, batch_size=1)
@@ -337,16 +346,16 @@ def caption_cli(argv: list[str] | None = None) -> int:
     caption.add_argument("images", nargs="+", type=Path)
     caption.add_argument("--checkpoint", type=Path, default=None,
                          help=f"default: models/{CAPTIONER_CHECKPOINT} (written by notebook 06)")
-    caption.add_argument("--beam", type=int, default=None, help="beam size (default: config's)")
+    caption.add_argument("--beam", type=positive_int, default=None,
+                         help="beam size (default: the checkpoint config's)")
     args = parser.parse_args(argv)
-    model, vocabulary, _ = load_captioner(args.checkpoint)
-    for image in args.images:
-        if not image.is_file():
-            print(f"{image}: not found", file=sys.stderr)
-            return 1
-        text, _ = caption_image(image, model, vocabulary, args.beam)
-        print(f"{image}: {text}")
-    return 0
+
+    def work() -> str:
+        model, vocabulary, _ = load_captioner(args.checkpoint)
+        return "\n".join(f"{image}: {caption_image(image, model, vocabulary, args.beam)[0]}"
+                         for image in args.images)
+
+    return run_command(work, (CheckpointError, FileNotFoundError, ImageError))
 
 
 if __name__ == "__main__":

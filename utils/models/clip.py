@@ -33,7 +33,7 @@ from utils.core.checkpoint import (
     save_checkpoint,
     upgrade_clip_config,
 )
-from utils.core.common import config_from_dict
+from utils.core.common import config_from_dict, require_positive
 from utils.core.device import get_device
 from utils.core.pretrained import PretrainedTextConfig, pretrained_text_config
 from utils.data.tokenizers import tokenizer_from_dict
@@ -84,7 +84,9 @@ class ClipConfig:
     SMOKE: ClassVar[dict] = {"epochs": 1, "batch_size": 8, "max_images_per_split": 16}
 
     def __post_init__(self) -> None:
-        """Reject unknown tower names, naming the field and the valid values."""
+        """Reject unknown tower names and meaningless sizes, naming the field."""
+        require_positive(self, ("embed_dim", "batch_size", "epochs", "lr", "patience",
+                                "init_logit_scale", "max_logit_scale"), {"batch_size": 2})
         for name, valid in (("image_source", IMAGE_SOURCES), ("text_source", TEXT_SOURCES),
                             ("text_tower", TEXT_TOWERS)):
             if getattr(self, name) not in valid:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from utils.core.checkpoint import load_checkpoint, load_weights
-from utils.core.common import config_from_dict
+from utils.core.common import config_from_dict, require_positive
 
 NUM_CLASSES = 4  # ball, bike, dog, water (utils.data.CLASSES)
 
@@ -73,6 +73,7 @@ class CnnConfig:
 
     def __post_init__(self) -> None:
         """Check the names, resolve the default image size, type what JSON gives as lists."""
+        require_positive(self, ("batch_size", "epochs", "lr", "patience", "feature_batch_size"))
         if self.trunk not in TRUNKS:
             raise ValueError(f"CnnConfig.trunk={self.trunk!r}: choose one of {TRUNKS}")
         if self.schedule not in SCHEDULES or self.monitor not in MONITORS:

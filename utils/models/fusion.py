@@ -243,13 +243,13 @@ def save_fusion(path: str | Path, bundle: FusionBundle, metrics: dict) -> Path:
     states = {name: {k: v.detach().cpu() for k, v in model.state_dict().items()}
               for name, model in bundle.models.items()}
     return save_checkpoint(path, states.pop("early"), dataclasses.asdict(bundle.config),
-                           other_states=states, specs=bundle.specs,
+                           kind="fusion", other_states=states, specs=bundle.specs,
                            vectorizer=bundle.vectorizer.to_dict(), metrics=metrics)
 
 
 def load_fusion(path: str | Path) -> FusionBundle:
     """Rebuild the saved bundle (models in eval mode) from its file alone."""
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, kind="fusion")
     config = config_from_dict(FusionConfig, checkpoint["config"])
     states = {"early": checkpoint["state_dict"], **checkpoint["other_states"]}
     models = {}

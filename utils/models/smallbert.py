@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from utils.core.checkpoint import load_checkpoint, load_weights
-from utils.core.common import config_from_dict
+from utils.core.common import config_from_dict, require_positive
 from utils.data.tokenizers import TextVectorizer
 from utils.models.pooling import masked_mean
 
@@ -54,6 +54,8 @@ class SmallBertConfig:
 
     def __post_init__(self) -> None:
         """Reject settings the model cannot build with, naming the field."""
+        require_positive(self, ("length", "width", "heads", "ff", "layers", "batch_size",
+                                "epochs", "lr", "patience"))
         if self.pooling not in POOLINGS:
             raise ValueError(f"SmallBertConfig.pooling={self.pooling!r}: choose one of {POOLINGS}")
         if self.width % self.heads:

@@ -17,7 +17,7 @@ from utils.data.fetch import ensure_dataset
 from utils.data.flickr8k import build_subset, flickr8k_frame
 from utils.data.generic import load_table_dataset
 from utils.eval.retrieval import first_relevant_rank, recall_at_k
-from utils.models.clip import ClipConfig, ClipModel
+from utils.models.clip import ClipConfig, ClipModel, similarity
 from utils.train.distributed import distributed_loader, is_distributed, unwrap, wrap_ddp
 from utils.train.features import CachedFeatures, encode_dataset
 from utils.train.loop import EarlyStopping, best_epoch, fit
@@ -130,9 +130,9 @@ def validate_clip(model: ClipModel, loader: DataLoader, device: torch.device
         loss = loss + out["loss"] * len(tokens)  # summed on the device, read once
     image_embeds, text_embeds = torch.cat(images).cpu(), torch.cat(texts).cpu()
     relevant = torch.eye(len(image_embeds), dtype=torch.bool)
-    similarity = text_embeds @ image_embeds.T
-    t2i = recall_at_k(first_relevant_rank(similarity, relevant), 5)
-    i2t = recall_at_k(first_relevant_rank(similarity.T, relevant), 5)
+    scores = similarity(image_embeds, text_embeds).T  # (T, N): the one cosine of the project
+    t2i = recall_at_k(first_relevant_rank(scores, relevant), 5)
+    i2t = recall_at_k(first_relevant_rank(scores.T, relevant), 5)
     return {"val_loss": float(loss) / len(image_embeds), "val_R@5": (t2i + i2t) / 2,
             "val_R@5_t2i": t2i, "val_R@5_i2t": i2t, "logit_scale": model.logit_scale.item()}
 

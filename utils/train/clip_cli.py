@@ -22,7 +22,10 @@ from pathlib import Path
 import torch
 
 from utils.core import paths
+from utils.core.checkpoint import CheckpointError
+from utils.core.cli import run_command
 from utils.core.common import make_config, seed_everything
+from utils.data.course import DataError
 from utils.eval.index import build_index
 from utils.eval.zero_shot import evaluate_clip
 from utils.models.clip import ClipConfig, save_clip
@@ -49,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="a few images, one epoch")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint to write")
     parser.add_argument("--check-nproc", metavar="N", default=None,
-                        help="only check a process count for torchrun (make train-ddp NPROC=N)")
+                        help="only check the process count, the config and the dataset "
+                             "(make train-ddp NPROC=N runs it before torchrun)")
     return parser.parse_args(argv)
 
 
@@ -71,9 +75,20 @@ def overrides_of(args: argparse.Namespace) -> dict:
     for item in args.set:
         field, equal, value = item.partition("=")
         if not equal:
-            raise SystemExit(f"--set {item!r}: write FIELD=VALUE, e.g. --set epochs=3")
+            raise ValueError(f"--set {item!r}: write FIELD=VALUE, e.g. --set epochs=3")
         values[field.strip()] = parse_value(value)
     return values
+
+
+def check_run(args: argparse.Namespace) -> str:
+    """``--check-nproc N`` (make train-ddp, before torchrun starts any process): the process
+    count, the config of --set and the dataset, each bad one a named error."""
+    problem = nproc_problem(args.check_nproc)
+    if problem:
+        raise ValueError(problem)
+    config = make_config(ClipConfig, args.smoke, overrides_of(args))
+    frame, _ = load_clip_frame(config)
+    return f"checked: {args.check_nproc} process(es), {frame['image_path'].nunique()} images"
 
 
 def train_and_save(config: ClipConfig, out: Path) -> dict | None:
@@ -91,15 +106,8 @@ def train_and_save(config: ClipConfig, out: Path) -> dict | None:
     return test
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: one process, or one of ``torchrun``'s."""
-    args = parse_args(argv)
-    if args.check_nproc is not None:
-        problem = nproc_problem(args.check_nproc)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
-        return 0
+def run(args: argparse.Namespace) -> str:
+    """Train (one process, or this one of torchrun's) -> rank 0's summary ('' on the others)."""
     start = time.perf_counter()
     init_distributed()
     try:
@@ -109,11 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         processes = world_size()
         close_distributed()
-    if test is not None:
-        for way in ("text_to_image", "image_to_text"):
-            print(way, {k: round(v, 3) for k, v in test[way].items() if v is not None})
-        print(f"{out}: {processes} process(es), {time.perf_counter() - start:.1f} s")
-    return 0
+    if test is None:
+        return ""
+    lines = [f"{way} {({k: round(v, 3) for k, v in test[way].items() if v is not None})}"
+             for way in ("text_to_image", "image_to_text")]
+    return "\n".join([*lines, f"{out}: {processes} process(es), "
+                               f"{time.perf_counter() - start:.1f} s"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: a check (make train-ddp), one process, or one of ``torchrun``'s."""
+    args = parse_args(argv)
+    errors = (DataError, CheckpointError, FileNotFoundError, ValueError)
+    if args.check_nproc is not None:
+        return 2 * run_command(lambda: check_run(args), errors)
+    return run_command(lambda: run(args), errors)
 
 
 if __name__ == "__main__":
