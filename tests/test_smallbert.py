@@ -11,6 +11,7 @@ from utils.core.checkpoint import save_checkpoint
 from utils.core.common import seed_everything
 from utils.data.course import CLASSES
 from utils.data.datasets import TextClassificationDataset, make_loader
+from utils.data.glove import load_glove
 from utils.data.tokenizers import TextVectorizer
 from utils.eval.classification import predict, predict_logits
 from utils.models.smallbert import (
@@ -22,7 +23,7 @@ from utils.models.smallbert import (
     load_text_classifier,
     pool_tokens,
 )
-from utils.train.classifier import fit_classifier
+from utils.train.classifier import fit_classifier, start_from_glove
 
 VOCAB = 50
 
@@ -81,7 +82,7 @@ def test_encoder_masked_mean_ignores_what_sits_at_padded_positions():
         plain_before = SentenceEncoder(bert, "mean")(tokens)
         # Padded positions stay padding (id 0) but now carry other vectors: a non-zero padding
         # embedding and different position embeddings there.
-        bert.token_embedding.weight[0] = torch.randn(bert.width)
+        bert.token_embedding.weight[0] = torch.randn(bert.token_embedding.embedding_dim)
         bert.position_embedding.weight[12:] = torch.randn(20, bert.width)
         after = encoder(tokens)
         plain_after = SentenceEncoder(bert, "mean")(tokens)
@@ -144,3 +145,36 @@ def test_checkpoint_round_trip_gives_identical_logits(course_split, tmp_path):
     before, _ = predict_logits(model, loader, torch.device("cpu"))
     after, _ = predict_logits(reloaded, loader, torch.device("cpu"))
     assert torch.equal(before, after)
+
+
+def test_glove_sized_words_start_from_glove_and_map_to_the_width(course_split):
+    frame = sixteen_captions(course_split)
+    vectorizer = TextVectorizer.fit(frame["caption"])
+    config = SmallBertConfig(vocab_size=vectorizer.vocab_size)
+    assert config.glove_dim == 50  # the default, chosen on validation (issue 23)
+    model = build_text_classifier(config)
+    missing = start_from_glove(model.encoder.bert, vectorizer, seed=0)
+    glove = load_glove()
+    words = vectorizer.vocabulary()
+    table = model.encoder.bert.token_embedding.weight
+    assert table.shape == (vectorizer.vocab_size, 50)
+    dog = words.index("dog")
+    assert torch.equal(table[dog], torch.from_numpy(glove.vector("dog").copy()))
+    assert torch.count_nonzero(table[model.encoder.bert.pad_id]) == 0
+    assert "dog" not in missing and len(missing) < len(words) / 4
+    assert model.encoder.bert(random_tokens(real=(3, 4, 5)) % len(words)).shape == (3, 32, 128)
+
+
+def test_a_checkpoint_older_than_glove_dim_rebuilds_with_random_width_words(tmp_path):
+    config = small_config(glove_dim=0)
+    model = build_text_classifier(config)
+    stored = dataclasses.asdict(config)
+    del stored["glove_dim"]  # written before the field existed
+    vectorizer = TextVectorizer.fit(["a dog runs", "a ball"])
+    path = save_checkpoint(tmp_path / "old.pt", model.state_dict(), stored,
+                           vectorizer=vectorizer.to_dict())
+    reloaded, config2, _ = load_text_classifier(path)
+    assert config2.glove_dim == 0
+    assert reloaded.encoder.bert.token_embedding.weight.shape == (VOCAB, 128)
+    tokens = random_tokens()
+    assert torch.equal(model.eval()(tokens), reloaded(tokens))

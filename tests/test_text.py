@@ -14,7 +14,7 @@ from utils.data.course import load_dataset
 from utils.data.tokenizers import TextVectorizer
 
 
-def words_of(text: str) -> list[str]:
+def split_words(text: str) -> list[str]:
     """The vectoriser's normalisation, written independently: lower-case, apostrophes dropped,
     other punctuation as spaces."""
     return re.sub(r"[^\w\s]|_", " ", re.sub(r"['’`]", "", text.lower())).split()
@@ -32,7 +32,7 @@ def vectorizer(train_captions) -> TextVectorizer:
 
 
 def test_vocabulary_is_training_words_by_decreasing_frequency(vectorizer, train_captions):
-    counts = Counter(word for caption in train_captions for word in words_of(caption))
+    counts = Counter(word for caption in train_captions for word in split_words(caption))
     expected = sorted(counts, key=lambda word: (-counts[word], word))
     assert vectorizer.vocabulary() == ["[PAD]", "[UNK]", *expected]
     assert vectorizer.vocab_size == len(counts) + 2
@@ -84,3 +84,25 @@ def test_other_length_and_bad_input(train_captions):
         TextVectorizer.fit([])
     with pytest.raises(TypeError, match="list of texts"):
         short.encode("a dog")
+
+
+def test_every_part_splits_words_by_the_one_rule() -> None:
+    """SmallBERT's tokenizer, the captioner's vocabulary, the enrichment guards and the tags
+    read the same words (utils.data.words)."""
+    from utils.data.captions import Vocabulary
+    from utils.data.enrich import word_count
+    from utils.data.tags import lemma_words
+    from utils.data.tokenizers import make_tokenizer
+    from utils.data.words import normalize_caption
+    from utils.data.words import split_words as project_words
+
+    text = "A dog's black-and-white ball, café_2 (Bike!)"
+    expected = ["a", "dogs", "black", "and", "white", "ball", "café", "2", "bike"]
+    assert project_words(text) == split_words(text) == expected
+    tokenizer = make_tokenizer()
+    normalized = tokenizer.normalizer.normalize_str(text)
+    assert [w for w, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized)] == expected
+    vocabulary = Vocabulary.build([text], min_count=1)
+    assert [vocabulary.words[i] for i in vocabulary.encode(text, 20)[1:10]] == expected
+    assert lemma_words(text) == set(expected) and word_count(text) == len(expected)
+    assert normalize_caption(text) == " ".join(expected)

@@ -5,13 +5,13 @@ folder of large checkpoints stays cheap; a model is loaded only when it is picke
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from utils.core import paths
+from utils.core.checkpoint import weights_fingerprint
 from utils.eval.index import GalleryIndex
 from utils.eval.search import Gallery
 from utils.models.clip import ClipModel, load_clip
@@ -143,11 +143,7 @@ def dataset_root(config: dict) -> Path:
 
 def image_tower_fingerprint(state_dict: dict) -> str:
     """Short hash of the image tower's weights: a gallery is valid only for this tower."""
-    digest = hashlib.sha1()
-    for key in sorted(k for k in state_dict if k.startswith("image_")):
-        digest.update(key.encode())
-        digest.update(state_dict[key].detach().cpu().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()[:16]
+    return weights_fingerprint(state_dict, "image_")
 
 
 def load_searcher(path: Path) -> Searcher:

@@ -9,6 +9,7 @@ notebook writes the right one, instead of a raw torch or pickle traceback.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,16 @@ def load_weights(model: nn.Module, checkpoint: dict, path: str | Path) -> nn.Mod
                               f"config ({first}). The file was edited or written by other code. "
                               "Fix: re-run the notebook that writes it.") from error
     return model
+
+
+def weights_fingerprint(state_dict: dict, prefix: str = "") -> str:
+    """Short hash of the weights under ``prefix`` (keys and bytes): equal weights, equal hash."""
+    digest = hashlib.sha1()
+    for key in sorted(k for k in state_dict if k.startswith(prefix)):
+        digest.update(key.encode())
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
 
 
 def _has_tensor(value: dict) -> bool:

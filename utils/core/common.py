@@ -171,6 +171,10 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 
 def config_from_dict(config_class: type, values: dict):
-    """A stage config from ``asdict`` output (a checkpoint's ``config``), unknown keys dropped."""
+    """A stage config from ``asdict`` output (a checkpoint's ``config``), unknown keys dropped.
+
+    A field the stored dict lacks takes the class's ``BEFORE`` value when it has one (what
+    files written before that field existed meant), else today's default."""
     names = {field.name for field in dataclasses.fields(config_class)}
-    return config_class(**{k: v for k, v in values.items() if k in names})
+    before = {k: v for k, v in getattr(config_class, "BEFORE", {}).items() if k not in values}
+    return config_class(**before, **{k: v for k, v in values.items() if k in names})

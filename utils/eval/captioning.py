@@ -3,7 +3,7 @@ when Java is present) with pycocoevalcap's scorers, and CLIPScore / RefCLIPScore
 2021) with this project's CLIP model.
 
 pycocoevalcap's PTBTokenizer runs Java, so captions are tokenised here in Python (lower-case,
-punctuation dropped: ``utils.data.captions.tokenize_caption``) and handed to the scorers
+punctuation dropped: ``utils.data.words.split_words``) and handed to the scorers
 directly. Every score is a fraction as pycocoevalcap gives it (BLEU 0.195, not 19.5).
 """
 
@@ -22,8 +22,8 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
-from utils.data.captions import normalize_caption
 from utils.data.course import CLASSES, classify_caption
+from utils.data.words import normalize_caption
 from utils.eval.clipscore import clip_score, embed_clip_images, ref_clip_score
 from utils.eval.index import embed_texts
 from utils.models.clip import load_clip

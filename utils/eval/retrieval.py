@@ -130,6 +130,31 @@ def evaluate_retrieval(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
     }
 
 
+def text_to_image_ranks(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
+                        text_image: Sequence[int]) -> torch.Tensor:
+    """Rank (1-based) of each caption's own image among all images: (N,E), (T,E) -> (T,)."""
+    scores = similarity(image_embeds.float(), text_embeds.float()).T  # (T, N)
+    return first_relevant_rank(scores, relevance_matrix(text_image, range(len(image_embeds))))
+
+
+def query_gains(ranks: dict[str, torch.Tensor], baseline: str, labels: Sequence[str],
+                k: int = 5) -> pd.DataFrame:
+    """Which text->image queries each run helps, against ``baseline`` (same queries, ranks (T,)
+    per run): per class and in all, the queries whose image enters the top k ("gained"),
+    leaves it ("lost"), and the R@k of each run."""
+    frame = pd.DataFrame({name: r.numpy() for name, r in ranks.items()})
+    frame["class"] = list(labels)
+    rows = []
+    for group, part in [*frame.groupby("class", sort=True), ("all", frame)]:
+        before = part[baseline] <= k
+        for name in ranks:
+            after = part[name] <= k
+            rows.append({"class": group, "run": name, "queries": len(part),
+                         f"R@{k}": float(after.mean()), "gained": int((after & ~before).sum()),
+                         "lost": int((before & ~after).sum())})
+    return pd.DataFrame(rows)
+
+
 def metrics_table(result: dict) -> pd.DataFrame:
     """evaluate_retrieval's result as a table: one row per metric, each direction beside its
     chance level."""

@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import log_loss
+from torch.utils.data import TensorDataset
 
 from utils.core.common import seed_everything
 from utils.data.course import CLASS_PATTERNS, CLASSES
+from utils.data.datasets import make_loader
 from utils.eval.classification import classification_metrics
 from utils.eval.multilabel import best_threshold, multilabel_metrics, roc_auc_macro
 from utils.models.fusion import FusionBundle, FusionConfig, build_fusion, fusion_spec
@@ -32,7 +34,6 @@ from utils.train.fusion import (
     predict_fusion,
     predict_multitask,
     tag_loss,
-    tensor_loader,
     train_model,
 )
 from utils.train.loop import TrainedRun
@@ -113,8 +114,8 @@ def variant_tensors(variant: tuple, inputs: SplitInputs, split: str, target: str
 def variant_loaders(variant: tuple, inputs: SplitInputs, target: str, batch_size: int,
                     seed: int) -> dict:
     """Loaders of the three splits (train shuffled with ``seed``)."""
-    return {split: tensor_loader(variant_tensors(variant, inputs, split, target), batch_size,
-                                 split == "train", seed)
+    return {split: make_loader(TensorDataset(*variant_tensors(variant, inputs, split, target)),
+                               batch_size, split == "train", seed, num_workers=0)
             for split in ("train", "val", "test")}
 
 
@@ -295,8 +296,10 @@ def classed_inputs(inputs: SplitInputs) -> SplitInputs:
 
 def multitask_loaders(inputs: SplitInputs, batch_size: int, seed: int) -> dict:
     """(features, class, tags) loaders of the three splits."""
-    return {s: tensor_loader([inputs.get(s, n) for n in ("efficientnet", "class", "tags")],
-                             batch_size, s == "train", seed) for s in ("train", "val", "test")}
+    return {s: make_loader(TensorDataset(*[inputs.get(s, n) for n in ("efficientnet", "class",
+                                                                      "tags")]),
+                           batch_size, s == "train", seed, num_workers=0)
+            for s in ("train", "val", "test")}
 
 
 def train_multitask(inputs: SplitInputs, config: FusionConfig, weights: tuple[float, float],

@@ -22,7 +22,7 @@ from utils.eval.index import GalleryIndex, build_index
 from utils.eval.retrieval import PRECISION_K, RECALL_KS
 from utils.eval.zero_shot import evaluate_clip
 from utils.models.clip import ClipConfig
-from utils.train.clip import MONITOR, make_clip_loaders, train_clip
+from utils.train.clip import MONITOR, frozen_image_features, make_clip_loaders, train_clip
 from utils.train.loop import TrainedRun, best_epoch
 from utils.train.towers import create_clip
 
@@ -56,8 +56,11 @@ def train_run(config: ClipConfig, frame: pd.DataFrame, root: Path, tokenizer=Non
 
 
 def run_index(run: TrainedRun, rows: pd.DataFrame, root: Path) -> GalleryIndex:
-    """The gallery of ``rows`` (images and captions) embedded by a trained run."""
-    return build_index(run.model, run.tokenizer, rows, root, run.model.config.image_size)
+    """The gallery of ``rows`` (images and captions) embedded by a trained run; a frozen image
+    tower's features are those training read (cached), not recomputed from the pixels."""
+    features = frozen_image_features(run.model, run.tokenizer, rows, root)
+    return build_index(run.model, run.tokenizer, rows, root, run.model.config.image_size,
+                       image_features=features)
 
 
 def flatten_clip_metrics(result: dict) -> dict:

@@ -35,10 +35,20 @@ def requirement_lines(requirements: Path) -> list[str]:
     return lines
 
 
-def missing_requirements(requirements: Path) -> list[str]:
-    """The lines of ``requirements`` that this Python does not satisfy (absent or too old)."""
+NO_DEPS = "# no-deps:"  # a requirement installed without its dependencies (pip -r has no flag)
+
+
+def no_deps_lines(requirements: Path) -> list[str]:
+    """The specifiers written ``# no-deps: <spec>`` in a requirements file (pip -r skips them)."""
+    return [raw.strip()[len(NO_DEPS):].strip()
+            for raw in requirements.read_text(encoding="utf-8").splitlines()
+            if raw.strip().startswith(NO_DEPS)]
+
+
+def unsatisfied(lines: list[str]) -> list[str]:
+    """The specifiers this Python does not satisfy (absent or too old)."""
     missing = []
-    for line in requirement_lines(requirements):
+    for line in lines:
         requirement = Requirement(line)
         try:
             version = importlib.metadata.version(requirement.name)
@@ -48,6 +58,11 @@ def missing_requirements(requirements: Path) -> list[str]:
         if not requirement.specifier.contains(version, prereleases=True):
             missing.append(line)
     return missing
+
+
+def missing_requirements(requirements: Path) -> list[str]:
+    """The requirements (``# no-deps:`` ones excluded) this Python does not satisfy."""
+    return unsatisfied(requirement_lines(requirements))
 
 
 def kept_constraints() -> list[str]:
@@ -62,24 +77,33 @@ def kept_constraints() -> list[str]:
 
 
 def install_requirements(requirements: Path | None = None) -> list[str]:
-    """pip-install the missing requirements (the runtime's torch pinned) -> what was asked."""
+    """pip-install the missing requirements (the runtime's torch pinned), then the missing
+    ``# no-deps:`` ones without their dependencies -> what was asked."""
     requirements = requirements or paths.ROOT / "requirements.txt"
     missing = missing_requirements(requirements)
-    if not missing:
-        return []
-    print(f"[setup] installing {len(missing)} package(s): {', '.join(missing)}", flush=True)
+    bare = unsatisfied(no_deps_lines(requirements))
+    if missing:
+        run_pip(missing)
+    if bare:
+        run_pip(bare, "--no-deps")
+    return missing + bare
+
+
+def run_pip(specifiers: list[str], *flags: str) -> None:
+    """pip install ``specifiers`` with the runtime's torch and torchvision pinned."""
+    print(f"[setup] installing {len(specifiers)} package(s): {', '.join(specifiers)}", flush=True)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
         constraints.write("\n".join(kept_constraints()) + "\n")
-    command = [sys.executable, "-m", "pip", "install", "-q", *missing, "-c", constraints.name]
+    command = [sys.executable, "-m", "pip", "install", "-q", *flags, *specifiers,
+               "-c", constraints.name]
     try:
         subprocess.run(command, check=True)
     except subprocess.CalledProcessError as error:
-        raise SystemExit(f"[setup] pip failed ({error.returncode}) installing {missing}. Fix: "
+        raise SystemExit(f"[setup] pip failed ({error.returncode}) installing {specifiers}. Fix: "
                          f"run `{' '.join(command[:-2])}` in a terminal to see why, or install "
                          "requirements.txt by hand (keep the runtime's own torch).") from error
     finally:
         Path(constraints.name).unlink(missing_ok=True)
-    return missing
 
 
 def main() -> int:

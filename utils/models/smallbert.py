@@ -36,6 +36,8 @@ class SmallBertConfig:
     length: int = 32  # tokens per caption (padded / truncated)
     vocab_size: int = 10_000  # embedding rows; set from the fitted vectoriser before building
     width: int = 128  # D: size of every token vector
+    glove_dim: int = 50  # 50: GloVe-sized word vectors (started from GloVe 6B-50d) then a Linear
+    # to D (chosen on validation, issue 23); 0: random word vectors of size D (course default)
     heads: int = 4  # attention heads (width must be divisible by heads)
     ff: int = 256  # hidden size of the feed-forward layer of each block
     layers: int = 2  # number of encoder blocks
@@ -51,6 +53,7 @@ class SmallBertConfig:
 
     GPU: ClassVar[dict] = {"batch_size": 64, "epochs": 40, "patience": 8}  # T4, not measured
     SMOKE: ClassVar[dict] = {"epochs": 2, "per_class_limit": 8, "batch_size": 16}
+    BEFORE: ClassVar[dict] = {"glove_dim": 0}  # checkpoints older than the field: random words
 
     def __post_init__(self) -> None:
         """Reject settings the model cannot build with, naming the field."""
@@ -71,8 +74,12 @@ class SmallBert(nn.Module):
     def __init__(self, config: SmallBertConfig, vocab_size: int | None = None):
         super().__init__()
         self.width = config.width
-        self.token_embedding = nn.Embedding(vocab_size or config.vocab_size, config.width,
+        size = config.glove_dim or config.width
+        self.token_embedding = nn.Embedding(vocab_size or config.vocab_size, size,
                                             padding_idx=self.pad_id)
+        # GloVe-sized word vectors are mapped to the model's width (no projection otherwise).
+        self.token_projection = nn.Linear(size, config.width, bias=False) if \
+            config.glove_dim else nn.Identity()
         self.position_embedding = nn.Embedding(config.length, config.width)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(encoder_block(config) for _ in range(config.layers))
@@ -81,7 +88,8 @@ class SmallBert(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids (B,L) -> one vector per token (B,L,D)."""
         positions = torch.arange(tokens.shape[1], device=tokens.device)
-        hidden = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        words = self.token_projection(self.token_embedding(tokens))
+        hidden = self.dropout(words + self.position_embedding(positions))
         padding = attention_padding(tokens, self.pad_id)
         for block in self.blocks:
             hidden = block(hidden, src_key_padding_mask=padding)

@@ -7,6 +7,8 @@ none or the top N transformer blocks frozen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -17,7 +19,7 @@ from utils.core.pretrained import (
     load_hf_config,
     pretrained_text_config,
 )
-from utils.data.tokenizers import load_hf_tokenizer
+from utils.data.tokenizers import HFTokenizerAdapter, load_hf_tokenizer
 from utils.models.pooling import masked_mean
 
 
@@ -129,3 +131,21 @@ def build_hf_text_encoder(config: PretrainedTextConfig | dict, pretrained: bool 
     else:
         model = AutoModel.from_config(hf_config)
     return HFTextEncoder(model, config, pad_id=tokenizer.pad_token_id)
+
+
+def sentence_embedder(model: str = "minilm-l6-packaged", batch_size: int = 64
+                      ) -> Callable[[list[str]], torch.Tensor]:
+    """texts -> unit sentence vectors (N,D): the encoder's masked mean, L2-normalised (the
+    sentence-transformers recipe of all-MiniLM-L6-v2), on the CPU, in batches."""
+    config = PretrainedTextConfig(model=model, pooling="masked_mean", max_length=128)
+    encoder = build_hf_text_encoder(config).eval()
+    tokenizer = HFTokenizerAdapter(config)
+
+    @torch.no_grad()
+    def embed(texts: list[str]) -> torch.Tensor:
+        chunks = [encoder(tokenizer.encode(list(texts[start:start + batch_size])))
+                  for start in range(0, len(texts), batch_size)]
+        vectors = torch.cat(chunks) if chunks else torch.zeros(0, encoder.out_features)
+        return torch.nn.functional.normalize(vectors, dim=-1)
+
+    return embed

@@ -11,7 +11,8 @@ from utils.core.exports import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "utils.train.loop": ("TrainedRun", "train_epoch"),
-    "utils.train.towers": ("create_clip",),
+    "utils.train.towers": ("STEP1_CHECKPOINTS", "choose_image_tower", "create_clip",
+                           "image_tower_overrides"),
     "utils.train.classifier": ("classifier_step", "run_summary", "save_classifier",
                                "train_image_classifier", "train_text_classifier"),
     "utils.train.clip": ("best_clip_epoch", "clip_step", "load_clip_frame", "make_clip_loaders",

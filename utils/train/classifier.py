@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from utils.core import paths
 from utils.core.checkpoint import save_checkpoint
@@ -21,9 +21,10 @@ from utils.core.common import seed_everything
 from utils.core.device import autocast, get_device
 from utils.data.course import take_per_class
 from utils.data.datasets import ImageClassificationDataset, TextClassificationDataset, make_loader
+from utils.data.glove import embedding_matrix, load_glove
 from utils.models.cnn import MONITORS, CnnConfig, ImageClassifier, build_image_classifier
 from utils.models.smallbert import SmallBertConfig, build_text_classifier
-from utils.train.features import extract_features, feature_loader
+from utils.train.features import trunk_features
 from utils.train.loop import EarlyStopping, TrainedRun, batch_count, best_epoch, fit
 
 
@@ -102,12 +103,18 @@ def image_loaders(frame, root: Path, config: CnnConfig, batch_size: int | None =
 
 def fit_head_on_features(model: ImageClassifier, loaders: dict, config: CnnConfig,
                          device: torch.device) -> list[dict]:
-    """Frozen trunk: compute its features (B,F) once, then train only the head on them."""
-    train = extract_features(model.trunk, loaders["train"], device, config.limit_batches)
-    val = extract_features(model.trunk, loaders["val"], device)
-    return fit_classifier(model.head, feature_loader(train, config.batch_size, True, config.seed),
-                          feature_loader(val, config.batch_size, False, config.seed), config,
-                          device)
+    """Frozen trunk: its features (B,F) computed once (the shared disk cache for an ImageNet
+    EfficientNet-Lite), then only the head trains on them."""
+    model.trunk.to(device)
+    splits = []
+    for split in ("train", "val"):
+        dataset = loaders[split].dataset
+        files = [dataset.cache.root / path for path in dataset.image_paths]
+        features = trunk_features(model.trunk, config.trunk, files, dataset,
+                                  config.feature_batch_size)
+        splits.append(make_loader(TensorDataset(features, dataset.labels), config.batch_size,
+                                  split == "train", config.seed, num_workers=0))
+    return fit_classifier(model.head, *splits, config, device)
 
 
 def train_image_classifier(config: CnnConfig, frame, root: Path | None = None,
@@ -145,10 +152,22 @@ def train_text_classifier(config: SmallBertConfig, frame, vectorizer,
     device = device or get_device()
     loaders = text_loaders(take_per_class(frame, config.per_class_limit), vectorizer, config)
     model = build_text_classifier(config)
+    if config.glove_dim:
+        start_from_glove(model.encoder.bert, vectorizer, config.seed)
     start = time.perf_counter()
     history = fit_classifier(model, loaders["train"], loaders["val"], config, device)
     return TrainedRun(model, config, history, time.perf_counter() - start,
                       best_epoch(history, *monitor_of(config)), loaders, vectorizer)
+
+
+def start_from_glove(bert: nn.Module, vectorizer, seed: int) -> list[str]:
+    """Word embeddings (V,50) of a GloVe-sized SmallBERT set to the GloVe 6B-50d vectors of
+    the vocabulary (small random ones for the words GloVe lacks) -> those missing words."""
+    matrix, missing = embedding_matrix(vectorizer.vocabulary(), load_glove(), seed)
+    with torch.no_grad():
+        bert.token_embedding.weight.copy_(matrix)
+        bert.token_embedding.weight[bert.pad_id] = 0.0
+    return missing
 
 
 def run_summary(run: TrainedRun, metrics: dict) -> dict:

@@ -19,7 +19,7 @@ from utils.data.generic import load_table_dataset
 from utils.eval.retrieval import first_relevant_rank, recall_at_k
 from utils.models.clip import ClipConfig, ClipModel, similarity
 from utils.train.distributed import distributed_loader, is_distributed, unwrap, wrap_ddp
-from utils.train.features import CachedFeatures, encode_dataset
+from utils.train.features import CachedFeatures, trunk_features
 from utils.train.loop import EarlyStopping, best_epoch, fit
 
 
@@ -60,9 +60,20 @@ def make_clip_dataset(model: ClipModel, tokenizer, frame: pd.DataFrame, root: Pa
                                seed=config.seed)
     if cache:
         model.to(get_device())
-        return CachedFeatures(dataset, encode_dataset(model.image_encoder, dataset,
-                                                      config.batch_size))
+        files = [Path(root) / path for path in dataset.image_paths]
+        return CachedFeatures(dataset, trunk_features(model.image_encoder, config.image.trunk,
+                                                      files, dataset, config.batch_size))
     return dataset
+
+
+def frozen_image_features(model: ClipModel, tokenizer, frame: pd.DataFrame, root: Path
+                          ) -> torch.Tensor | None:
+    """Features (N,F) of the frame's images (order of first appearance) as training read them
+    from a frozen, cached image tower; None when the tower trains or caching is off."""
+    config = model.config
+    if not (config.freeze_image and config.cache_frozen_features):
+        return None
+    return make_clip_dataset(model, tokenizer, frame, root, train=False).features
 
 
 def make_clip_loaders(model: ClipModel, tokenizer, frame: pd.DataFrame, root: Path

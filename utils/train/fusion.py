@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from utils.core.common import make_config, seed_everything
 from utils.core.device import autocast
@@ -34,7 +34,7 @@ from utils.models.fusion import FusionConfig, MultiTaskNet
 from utils.models.losses import focal_loss, smoothed_cross_entropy
 from utils.models.smallbert import SmallBertConfig, load_text_classifier
 from utils.train.classifier import train_text_classifier
-from utils.train.features import encode_dataset, feature_loader
+from utils.train.features import encode_dataset
 from utils.train.loop import EarlyStopping, Step, TrainedRun, best_epoch, fit
 
 MONITOR = ("val_loss", "min")
@@ -148,12 +148,6 @@ def tag_inputs(table: TagTable, features: ImageFeatures, config: FusionConfig) -
             tensors[split][name] = rows
     embeddings = glove_embeddings(vectorizer, config.seed) if config.glove else None
     return SplitInputs(tensors, vectorizer, embeddings)
-
-
-def tensor_loader(tensors: list[torch.Tensor], batch_size: int, shuffle: bool, seed: int
-                ) -> DataLoader:
-    """A seeded loader over aligned tensors (N,...)."""
-    return feature_loader(TensorDataset(*tensors), batch_size, shuffle, seed)
 
 
 def class_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

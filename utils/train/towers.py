@@ -22,16 +22,25 @@ import pandas as pd
 from utils.core import paths
 from utils.core.checkpoint import load_checkpoint
 from utils.core.common import config_from_dict
+from utils.core.device import resolve_recipe
 from utils.data.tokenizers import HFTokenizerAdapter, TextVectorizer, fit_tokenizer
 from utils.models.clip import ClipConfig, ClipModel, build_clip
 from utils.models.cnn import CnnConfig
 from utils.models.smallbert import SmallBertConfig
+from utils.train.classifier import start_from_glove
 
 CNN_CHECKPOINT = "01_cnn.pt"
+CNN_PRETRAINED_CHECKPOINT = "01_cnn_pretrained.pt"
 SMALLBERT_CHECKPOINT = "02_smallbert.pt"
-SOURCE_KINDS = {CNN_CHECKPOINT: "image_classifier", SMALLBERT_CHECKPOINT: "text_classifier"}
+SOURCE_KINDS = {CNN_CHECKPOINT: "image_classifier", CNN_PRETRAINED_CHECKPOINT: "image_classifier",
+                SMALLBERT_CHECKPOINT: "text_classifier"}
 SOURCE_NOTEBOOKS = {CNN_CHECKPOINT: "01_cnn_image_classifier",
+                    CNN_PRETRAINED_CHECKPOINT: "01_cnn_image_classifier",
                     SMALLBERT_CHECKPOINT: "02_smallbert_text_classifier"}
+STEP1_TOWERS = {"scratch": ("checkpoint", CNN_CHECKPOINT),
+                "pretrained": ("checkpoint_pretrained", CNN_PRETRAINED_CHECKPOINT)}
+IMAGE_TOWERS = ("best", *STEP1_TOWERS)
+STEP1_CHECKPOINTS = {tower: name for tower, (_, name) in STEP1_TOWERS.items()}
 
 
 def load_source_checkpoint(name: str) -> dict:
@@ -54,11 +63,43 @@ def sub_state_dict(checkpoint: dict, prefix: str) -> dict:
     return state
 
 
+def step1_validation_accuracy(name: str) -> float | None:
+    """The best validation accuracy of a step-1 checkpoint (None when it is not there)."""
+    if not paths.model_path(name).is_file():
+        return None
+    history = load_checkpoint(paths.model_path(name), kind="image_classifier").get("history")
+    return max((row["val_acc"] for row in history or []), default=None)
+
+
+def choose_image_tower(choice: str = "best") -> tuple[str, dict]:
+    """Notebook 03's IMAGE_TOWER: "scratch" | "pretrained" | "best" (the step-1 model of the
+    higher VALIDATION accuracy) -> (the tower, the validation accuracies it was chosen on)."""
+    if choice not in IMAGE_TOWERS:
+        raise ValueError(f"IMAGE_TOWER={choice!r}: choose one of {IMAGE_TOWERS}")
+    scores = {tower: step1_validation_accuracy(name)
+              for tower, (_, name) in STEP1_TOWERS.items()}
+    if choice == "best":
+        known = {tower: score for tower, score in scores.items() if score is not None}
+        choice = max(known, key=known.get) if known else "scratch"
+    return choice, scores
+
+
+def image_tower_overrides(tower: str, recipe: str | None = None) -> dict:
+    """ClipConfig fields of a step-1 image tower: the from-scratch CNN is fine-tuned; the
+    EfficientNet-Lite0 trunk stays frozen on the CPU recipe (its features cached: fast), and
+    is fine-tuned on the GPU recipe."""
+    source, _ = STEP1_TOWERS[tower]
+    if tower == "scratch":
+        return {"image_source": source}
+    return {"image_source": source, "freeze_image": resolve_recipe(recipe) == "cpu"}
+
+
 def resolve_image(config: ClipConfig) -> tuple[CnnConfig, dict | None]:
     """(the image tower's CnnConfig, its trunk weights or None) for ``config.image_source``."""
-    if config.image_source != "checkpoint":
+    step1 = {source: name for source, name in STEP1_TOWERS.values()}
+    if config.image_source not in step1:
         return config.image or CnnConfig(trunk=config.image_source), None
-    checkpoint = load_source_checkpoint(CNN_CHECKPOINT)
+    checkpoint = load_source_checkpoint(step1[config.image_source])
     image = config.image or config_from_dict(CnnConfig, checkpoint["config"])
     return image, sub_state_dict(checkpoint, "trunk.")
 
@@ -100,6 +141,8 @@ def create_clip(config: ClipConfig, tokenizer=None, frame: pd.DataFrame | None =
         text, tokenizer, text_state = resolve_smallbert(config, tokenizer, frame)
         config = dataclasses.replace(config, text=text)
     model = build_clip(config, image_state=image_state, text_state=text_state)
+    if config.text_tower != "hf" and text_state is None and config.text.glove_dim:
+        start_from_glove(model.text_encoder.bert, tokenizer, config.seed)  # a fresh SmallBERT
     if config.text_tower == "hf":  # the encoder's config says what was really loaded
         model.config = dataclasses.replace(model.config,
                                            pretrained_text=model.text_encoder.config)
