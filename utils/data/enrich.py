@@ -94,8 +94,6 @@ class Enricher(Protocol):
         ...
 
 
-
-
 def stem_word(word: str) -> str:
     """A crude singular form, so that 'dog' and 'dogs' or 'puppy' and 'puppies' match."""
     if len(word) > 4 and word.endswith("ies"):
@@ -126,10 +124,11 @@ def check_enrichment(original: str, enriched: str, label: str,
     """Why ``enriched`` is rejected ('' when accepted): class word, content words, length."""
     if not enriched or not enriched.strip():
         return "empty"
-    if len(split_words(enriched)) <= len(split_words(original)):
+    words = len(split_words(enriched))
+    if words <= len(split_words(original)):
         return "not longer than the original"
-    if len(split_words(enriched)) > max_words:
-        return f"too long ({len(split_words(enriched))} words > {max_words})"
+    if words > max_words:
+        return f"too long ({words} words > {max_words})"
     if has_class_word(original, label) and not has_class_word(enriched, label):
         return f"class word '{label}' lost"
     kept = set(content_words(enriched))

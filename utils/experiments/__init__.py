@@ -12,7 +12,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "utils.experiments.fusion": ("fusion",),
     "utils.experiments.runs": ("RunSpec", "best_by_validation", "clip_row", "compare",
                                "run_index", "train_run"),
-    "utils.experiments.reuse": ("REUSE", "STEP1_VARIANTS", "reuse_specs"),
+    "utils.experiments.reuse": ("STEP1_VARIANTS", "reuse_specs"),
     "utils.experiments.pretrained_text": ("PretrainedTowerConfig", "smallbert_clip_config",
                                           "step3_clip_config", "step3_row", "tower_clip_config",
                                           "tower_config"),

@@ -63,11 +63,11 @@ def make_llm_enricher(config: EnrichConfig, siblings: SiblingCaptionEnricher | N
                       ) -> LLMEnricher | None:
     """The LLM enricher of notebook 05: an OpenAI-compatible server when ENRICH_BASE_URL is set,
     else the causal LM ``llm_model_name`` loaded here (None when both are empty)."""
+    name = llm_model_name(config)
     if os.environ.get("ENRICH_BASE_URL", "").strip():
         generate = ChatClient.from_env()
-    elif llm_model_name(config):
-        generate = CausalLMGenerator(llm_model_name(config), config.llm_max_new_tokens,
-                                     config.llm_batch_size)
+    elif name:
+        generate = CausalLMGenerator(name, config.llm_max_new_tokens, config.llm_batch_size)
     else:
         return None
     context = siblings if config.llm_context else None

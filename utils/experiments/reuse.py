@@ -15,7 +15,6 @@ from utils.train.towers import image_tower_overrides
 
 STEP1_VARIANTS = {"scratch": "step-1 CNN from scratch + SmallBERT",
                   "pretrained": "step-1 EfficientNet-Lite0 + SmallBERT"}
-REUSE = STEP1_VARIANTS["scratch"]  # the course's reuse, kept for older callers
 
 
 def reuse_variants(recipe: str | None = None) -> dict[str, dict]:
