@@ -229,6 +229,13 @@ def test_from_env_explains_the_variables(monkeypatch: pytest.MonkeyPatch) -> Non
         ChatClient.from_env()
 
 
+def test_two_server_models_never_share_cached_answers() -> None:
+    """The enricher's name (the cache key) says which server model answered."""
+    first = LLMEnricher(ChatClient("http://127.0.0.1:9/v1", "llama3.2"))
+    second = LLMEnricher(ChatClient("http://127.0.0.1:9/v1", "gpt-4o-mini"))
+    assert first.name.startswith("llm:llama3.2:") and second.name.startswith("llm:gpt-4o-mini:")
+
+
 def test_llm_enricher_through_the_server(chat_server, tmp_path: Path) -> None:
     chat_server.script = [(200, {}, answer('"A brown dog number 1 runs happily on the green '
                                            'grass of a park."')),

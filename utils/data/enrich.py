@@ -274,6 +274,11 @@ class ChatClient:
         self.max_retries, self.base_delay, self.max_delay = max_retries, base_delay, max_delay
         self.sleep = sleep
 
+    @property
+    def name(self) -> str:
+        """The server's model name (part of the enrichment cache key)."""
+        return self.model
+
     @classmethod
     def from_env(cls, **kwargs) -> ChatClient:
         """Client from ENRICH_BASE_URL, ENRICH_MODEL and (optional) ENRICH_API_KEY."""
@@ -348,7 +353,7 @@ class LLMEnricher:
     def __init__(self, generate: Callable[[list[dict]], str], name: str | None = None,
                  context: SiblingCaptionEnricher | None = None,
                  max_words: int = DEFAULT_MAX_WORDS, few_shot: bool = True):
-        model = getattr(generate, "model_name", None) or getattr(generate, "name", "model")
+        model = getattr(generate, "name", "model")  # ChatClient and CausalLMGenerator have one
         self.generate, self.context = generate, context
         self.max_words, self.few_shot = max_words, few_shot
         grounded = ":siblings" if context is not None else ""
