@@ -51,6 +51,7 @@ from utils.eval.zero_shot import evaluate_clip
 from utils.models.clip import ClipConfig, save_clip
 from utils.models.cnn import CnnConfig
 from utils.models.smallbert import SmallBertConfig
+from utils.train.configs import ClipTrainConfig
 from utils.train.towers import create_clip
 
 QUERY = "A group of cyclists"
@@ -66,11 +67,12 @@ def keep_main_module():
     sys.modules["__main__"] = main
 
 
-def tiny_config(seed: int) -> ClipConfig:
-    """A real scratch CLIP small enough for a CPU test (as tests/test_clip.py's tiny_config)."""
-    return ClipConfig(seed=seed, image_source="scratch", text_source="scratch", embed_dim=16,
-                      augment=False, image=CnnConfig(channels=(8, 16), image_size=32),
-                      text=SmallBertConfig(width=32, heads=2, ff=64, layers=1))
+def tiny_configs(seed: int) -> tuple[ClipConfig, ClipTrainConfig]:
+    """A real scratch CLIP small enough for a CPU test (as tests/test_clip.py's tiny_configs)."""
+    return (ClipConfig(embed_dim=16, image=CnnConfig(channels=(8, 16), image_size=32),
+                       text=SmallBertConfig(width=32, heads=2, ff=64, layers=1)),
+            ClipTrainConfig(seed=seed, image_source="scratch", text_source="scratch",
+                            augment=False))
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +82,7 @@ def app_models(course_subset: Path, tmp_path_factory: pytest.TempPathFactory) ->
     folder = tmp_path_factory.mktemp("app") / "models"
     frame = load_dataset(course_subset)
     for seed, name in ((0, "03_clip.pt"), (1, "03_clip_seed1.pt")):
-        model, tokenizer = create_clip(tiny_config(seed), frame=frame)
+        model, tokenizer = create_clip(*tiny_configs(seed), frame=frame)
         index = build_index(model, tokenizer, frame, course_subset, model.config.image_size)
         metrics = {"test": evaluate_clip(model, tokenizer, index)} if seed == 0 else {}
         save_clip(folder / name, model, tokenizer, epoch=0, metrics=metrics, index=index)

@@ -303,7 +303,7 @@ def tiny_clip_checkpoint(folder: Path) -> Path:
     from utils.models.clip import ClipConfig, build_clip, save_clip
 
     tokenizer = TextVectorizer.fit(["a dog", "a bike on the road"], length=8)
-    config = ClipConfig(image_source="scratch", text_source="scratch", embed_dim=8,
+    config = ClipConfig(embed_dim=8,
                         image=CnnConfig(channels=(4, 8), image_size=16),
                         text=SmallBertConfig(width=8, heads=2, ff=16, layers=1,
                                              vocab_size=tokenizer.vocab_size, length=8))
@@ -344,7 +344,7 @@ def test_defect_8_command_line_numbers_are_checked_before_any_work(capsys):
         assert stop.value.code == 2 and "'0' is not a whole number >= 1" in \
             capsys.readouterr().err
     assert clip_main(["--set", "epochs=-3", "--smoke"]) == 1
-    assert "ClipConfig.epochs=-3: must be a number > 0" in capsys.readouterr().err
+    assert "ClipTrainConfig.epochs=-3: must be a number > 0" in capsys.readouterr().err
     assert clip_main(["--check-nproc", "0"]) == 2
     assert "NPROC='0': give a whole number" in capsys.readouterr().err
     assert clip_main(["--check-nproc", "2", "--dataset", "missing.csv"]) == 2

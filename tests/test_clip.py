@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from utils.core.checkpoint import save_checkpoint
-from utils.core.common import seed_everything
+from utils.core.common import make_configs, seed_everything
 from utils.data.course import keep_first_images, load_dataset
 from utils.data.glove import load_glove
 from utils.data.tokenizers import fit_tokenizer
@@ -22,6 +22,7 @@ from utils.models.clip import ClipConfig, ClipLoss, ClipModel, load_clip, save_c
 from utils.models.cnn import CnnConfig, build_image_classifier
 from utils.models.smallbert import SmallBertConfig, build_text_classifier
 from utils.train.clip import clip_step, make_clip_loaders, train_clip, validate_clip
+from utils.train.configs import ClipTrainConfig
 from utils.train.loop import check_finite
 from utils.train.towers import choose_image_tower, create_clip, image_tower_overrides
 
@@ -55,13 +56,14 @@ def tiny_model(**overrides) -> ClipModel:
     return ClipModel(TinyImageEncoder(), TinyTextEncoder(), ClipConfig(embed_dim=4, **overrides))
 
 
-def tiny_config(**overrides) -> ClipConfig:
-    """A real (scratch) CLIP small enough for a CPU test: 2 conv blocks, 1 transformer block."""
+def tiny_configs(**overrides) -> tuple[ClipConfig, ClipTrainConfig]:
+    """A real (scratch) CLIP small enough for a CPU test: 2 conv blocks, 1 transformer block
+    (architecture, run settings)."""
     values = dict(image_source="scratch", text_source="scratch", embed_dim=16, batch_size=16,
                   augment=False, lr=3e-3, encoder_lr_scale=1.0,
                   image=CnnConfig(channels=(8, 16), image_size=32),
                   text=SmallBertConfig(width=32, heads=2, ff=64, layers=1))
-    return ClipConfig(**{**values, **overrides})
+    return make_configs(ClipConfig, ClipTrainConfig, False, {**values, **overrides}, "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +142,7 @@ def test_logit_scale_starts_at_1_over_0_07_and_is_clamped_at_100() -> None:
 
 
 def test_a_frozen_tower_keeps_its_encoder_but_trains_its_projection() -> None:
-    model = tiny_model(freeze_image=True)
+    model = tiny_model().lock(image=True)
     model.train()
     assert not model.image_encoder.training and model.text_encoder.training
     model(torch.randn(4, 3, 16, 16), torch.randint(1, 50, (4, 7)))["loss"].backward()
@@ -187,7 +189,7 @@ def test_non_finite_loss_stops_with_what_to_change() -> None:
 def test_missing_step_checkpoint_names_the_notebook(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MODELS_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="01_cnn_image_classifier"):
-        create_clip(ClipConfig())
+        create_clip(ClipConfig(), ClipTrainConfig())
 
 
 def test_towers_start_from_the_step_1_and_2_weights(tmp_path, monkeypatch, small_frame) -> None:
@@ -201,7 +203,7 @@ def test_towers_start_from_the_step_1_and_2_weights(tmp_path, monkeypatch, small
     text_classifier = build_text_classifier(bert_config)
     save_checkpoint(tmp_path / "02_smallbert.pt", text_classifier.state_dict(),
                     asdict(bert_config), vectorizer=vectorizer.to_dict())
-    model, tokenizer = create_clip(ClipConfig(embed_dim=8))
+    model, tokenizer = create_clip(ClipConfig(embed_dim=8), ClipTrainConfig())
     assert torch.equal(model.image_encoder[0][0].weight, classifier.trunk[0][0].weight)
     bert_weight = text_classifier.encoder.bert.token_embedding.weight
     assert torch.equal(model.text_encoder.bert.token_embedding.weight, bert_weight)
@@ -241,32 +243,36 @@ def test_the_pretrained_tower_comes_from_its_own_checkpoint_and_is_frozen_on_cpu
     overrides = image_tower_overrides("pretrained", "cpu")
     assert overrides == {"image_source": "checkpoint_pretrained", "freeze_image": True}
     assert image_tower_overrides("pretrained", "gpu")["freeze_image"] is False
-    config = tiny_config(**overrides, image=None)
-    model, _ = create_clip(config, frame=small_frame)
+    model, _ = create_clip(*tiny_configs(**overrides, image=None), frame=small_frame)
     assert torch.equal(model.image_encoder[0][0].weight, pretrained.trunk[0][0].weight)
     assert not any(p.requires_grad for p in model.image_encoder.parameters())
 
 
 def test_a_fresh_smallbert_tower_starts_from_glove(small_frame) -> None:
-    model, tokenizer = create_clip(tiny_config(), frame=small_frame)
+    model, tokenizer = create_clip(*tiny_configs(), frame=small_frame)
     glove, words = load_glove(), tokenizer.vocabulary()
     known = [row for row, word in enumerate(words) if word in glove]
     assert len(known) > len(words) / 2
     table = model.text_encoder.bert.token_embedding.weight
     for row in known[:20]:
         assert torch.equal(table[row], torch.from_numpy(glove.vector(words[row]).copy()))
-    plain, _ = create_clip(tiny_config(text=SmallBertConfig(width=32, heads=2, ff=64, layers=1,
-                                                            glove_dim=0)), frame=small_frame)
+    plain, _ = create_clip(*tiny_configs(text=SmallBertConfig(width=32, heads=2, ff=64, layers=1,
+                                                              glove_dim=0)), frame=small_frame)
     assert plain.text_encoder.bert.token_embedding.weight.shape[1] == 32
 
 # --- save / reload / search on real data -------------------------------------------------------
 def test_save_and_reload_give_identical_embeddings(tmp_path, course_subset, small_frame) -> None:
-    model, tokenizer = create_clip(tiny_config(), frame=small_frame)
+    config, training = tiny_configs()
+    model, tokenizer = create_clip(config, training, frame=small_frame)
     index = build_index(model, tokenizer, small_frame, course_subset, model.config.image_size)
     path = save_clip(tmp_path / "03_clip.pt", model, tokenizer, epoch=0, metrics={"x": 1.0},
-                     index=index)
+                     index=index, training=training)
     again, tokenizer_again, checkpoint = load_clip(path)
     assert asdict(again.config) == asdict(model.config)
+    # The architecture rebuilds the model; the run settings ride along as metadata only.
+    assert checkpoint["training"] == asdict(training)
+    assert not {"lr", "epochs", "seed", "image_source"} & set(checkpoint["config"])
+    assert not {"lr", "epochs", "seed", "augment"} & set(checkpoint["config"]["image"])
     assert tokenizer_again.to_dict() == tokenizer.to_dict()
     reindexed = build_index(again, tokenizer_again, small_frame, course_subset,
                             again.config.image_size)
@@ -279,7 +285,7 @@ def test_save_and_reload_give_identical_embeddings(tmp_path, course_subset, smal
 
 
 def test_search_returns_k_sorted_results_within_cosine_range(course_subset, small_frame) -> None:
-    model, tokenizer = create_clip(tiny_config(), frame=small_frame)
+    model, tokenizer = create_clip(*tiny_configs(), frame=small_frame)
     index = build_index(model, tokenizer, small_frame, course_subset, model.config.image_size)
     search = ClipSearch(model, tokenizer, index, course_subset, model.config.image_size)
     images = search.search_images("A big dog in the woods", k=5)
@@ -296,7 +302,7 @@ def test_search_returns_k_sorted_results_within_cosine_range(course_subset, smal
 
 
 def test_search_names_a_missing_image_file(course_subset, small_frame, tmp_path) -> None:
-    model, tokenizer = create_clip(tiny_config(), frame=small_frame)
+    model, tokenizer = create_clip(*tiny_configs(), frame=small_frame)
     index = build_index(model, tokenizer, small_frame, course_subset, model.config.image_size)
     search = ClipSearch(model, tokenizer, index, course_subset, model.config.image_size)
     with pytest.raises(FileNotFoundError, match="nope.jpg"):
@@ -313,8 +319,9 @@ def mean_loss(model: ClipModel, loader) -> float:
 
 def test_a_few_batches_of_training_lower_the_loss(course_subset, small_frame) -> None:
     seed_everything(0)
-    model, tokenizer = create_clip(tiny_config(), frame=small_frame)
-    train_loader, _ = make_clip_loaders(model, tokenizer, small_frame, course_subset)
+    config, training = tiny_configs()
+    model, tokenizer = create_clip(config, training, frame=small_frame)
+    train_loader, _ = make_clip_loaders(model, training, tokenizer, small_frame, course_subset)
     before = mean_loss(model, train_loader)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(4):  # 2 batches of 16 images per epoch
@@ -329,9 +336,11 @@ def test_a_few_batches_of_training_lower_the_loss(course_subset, small_frame) ->
 def test_train_clip_keeps_the_epoch_with_the_best_validation_recall(course_subset,
                                                                     small_frame) -> None:
     seed_everything(0)
-    model, tokenizer = create_clip(tiny_config(epochs=3, patience=5), frame=small_frame)
-    train_loader, val_loader = make_clip_loaders(model, tokenizer, small_frame, course_subset)
-    history = train_clip(model, train_loader, val_loader)
+    config, training = tiny_configs(epochs=3, patience=5)
+    model, tokenizer = create_clip(config, training, frame=small_frame)
+    loaders = make_clip_loaders(model, training, tokenizer, small_frame, course_subset)
+    train_loader, val_loader = loaders
+    history = train_clip(model, train_loader, val_loader, training)
     assert [row["epoch"] for row in history] == [1, 2, 3]
     restored = validate_clip(model, val_loader, torch.device("cpu"))
     assert restored["val_R@5"] == max(row["val_R@5"] for row in history)
@@ -344,8 +353,9 @@ def test_a_frozen_tower_gallery_reads_the_features_training_read(course_subset, 
     from utils.experiments.runs import run_index
     from utils.train.loop import TrainedRun
 
-    model, tokenizer = create_clip(tiny_config(freeze_image=True), frame=small_frame)
-    run = TrainedRun(model, model.config, [], 0.0, 0, tokenizer=tokenizer)
+    config, training = tiny_configs(freeze_image=True)
+    model, tokenizer = create_clip(config, training, frame=small_frame)
+    run = TrainedRun(model, model.config, [], 0.0, 0, tokenizer=tokenizer, training=training)
     with monkeypatch.context() as patch:
         patch.setattr(utils.eval.index, "image_loader", lambda *a: pytest.fail("pixels read"))
         fast = run_index(run, small_frame, course_subset)

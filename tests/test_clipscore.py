@@ -15,7 +15,7 @@ from utils.data.course import DataError
 from utils.eval.__main__ import main
 from utils.eval.clipscore import clip_score, ref_clip_score
 from utils.eval.human_agreement import read_judgments
-from utils.experiments.benchmark import BenchmarkConfig, run_variant, variant_config
+from utils.experiments.benchmark import BenchmarkConfig, run_variant, variant_configs
 from utils.models.clip import save_clip
 from utils.train.clip import load_clip_frame
 
@@ -48,7 +48,7 @@ def small_clip(flickr8k_dir, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     images, saved; and the names of those training images."""
     config = BenchmarkConfig(max_images_per_split=16, pretrained_epochs=30,
                              pretrained_batch_size=16, patience=30)
-    frame, root = load_clip_frame(variant_config(config, "pretrained"))
+    frame, root = load_clip_frame(variant_configs(config, "pretrained")[1])
     run, index, test = run_variant(config, "pretrained", frame, root)
     path = tmp_path_factory.mktemp("clip") / "small_clip.pt"
     save_clip(path, run.model, run.tokenizer, run.best_epoch, {"test": test}, index)

@@ -28,6 +28,7 @@ from utils.models.cnn import (
     load_image_classifier,
 )
 from utils.train.classifier import fit_classifier
+from utils.train.configs import CnnTrainConfig
 
 CPU = torch.device("cpu")
 IMAGENET_DOGS = range(151, 269)  # ImageNet classes 151-268 are dog breeds
@@ -95,12 +96,12 @@ def test_resnet_without_internet_raises_a_clear_error(monkeypatch, tmp_path):
 def test_scratch_cnn_overfits_sixteen_real_images(course_split, course_subset):
     seed_everything(0)
     frame = sixteen_images(course_split)
-    config = CnnConfig(image_size=64, augment=False, channels=(16, 32, 64), dropout=0.0,
-                       epochs=40, patience=40, batch_size=16, lr=3e-3)
+    config = CnnConfig(image_size=64, channels=(16, 32, 64), dropout=0.0)
+    training = CnnTrainConfig(augment=False, epochs=40, patience=40, batch_size=16, lr=3e-3)
     dataset = ImageClassificationDataset(frame, course_subset, config.image_size, augment=False)
-    loader = make_loader(dataset, config.batch_size, shuffle=True, seed=0)
+    loader = make_loader(dataset, training.batch_size, shuffle=True, seed=0)
     model = build_image_classifier(config)
-    fit_classifier(model, loader, loader, config, device=CPU)
+    fit_classifier(model, loader, loader, training, device=CPU)
     y_true, y_pred, _ = predict(model, loader, CPU)
     assert (y_true == y_pred).all()
 
@@ -109,13 +110,14 @@ def test_scratch_cnn_overfits_sixteen_real_images(course_split, course_subset):
 def test_frozen_pretrained_trunk_does_not_change(course_split, course_subset):
     seed_everything(0)
     frame = sixteen_images(course_split)
-    config = CnnConfig(trunk="efficientnet_lite0", image_size=64, epochs=1, batch_size=8)
-    model = build_image_classifier(config)
+    config = CnnConfig(trunk="efficientnet_lite0", image_size=64)
+    training = CnnTrainConfig(epochs=1, batch_size=8)
+    model = build_image_classifier(config, freeze_trunk=training.freeze_trunk)
     before = {k: v.clone() for k, v in model.trunk.state_dict().items()}
     head_before = [p.clone() for p in model.head.parameters()]
     dataset = ImageClassificationDataset(frame, course_subset, config.image_size, augment=True)
     fit_classifier(model, make_loader(dataset, 8, shuffle=True, seed=0),
-        make_loader(dataset, 8, shuffle=False), config, device=CPU)
+        make_loader(dataset, 8, shuffle=False), training, device=CPU)
     after = model.trunk.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics
     assert not all(torch.equal(a, b) for a, b in zip(head_before, model.head.parameters(),
@@ -125,11 +127,11 @@ def test_frozen_pretrained_trunk_does_not_change(course_split, course_subset):
 def test_checkpoint_round_trip_gives_identical_logits(course_split, course_subset, tmp_path):
     seed_everything(0)
     frame = sixteen_images(course_split)
-    config = CnnConfig(image_size=64, channels=(8, 16), epochs=1, batch_size=8)
+    config = CnnConfig(image_size=64, channels=(8, 16))
     dataset = ImageClassificationDataset(frame, course_subset, config.image_size, augment=False)
     loader = make_loader(dataset, 8, shuffle=False)
     model = build_image_classifier(config)
-    fit_classifier(model, loader, loader, config, device=CPU)
+    fit_classifier(model, loader, loader, CnnTrainConfig(epochs=1, batch_size=8), device=CPU)
     path = save_checkpoint(tmp_path / "cnn.pt", model.state_dict(), dataclasses.asdict(config),
                            epoch=1)
     reloaded, config2 = load_image_classifier(path)

@@ -81,7 +81,7 @@ def test_a_notebook_alone_in_an_empty_folder_clones_sets_up_and_runs(colab_env, 
                        {"SMOKE": True, "REPO_URL": repo_url,
                         "OVERRIDES": {"image_source": "scratch", "compare_variants": False}})
     metrics = load_json(colab_env / "drive" / "results" / "smoke" / "metrics" / "03_clip.json")
-    assert metrics["config"]["text_source"] == "checkpoint"  # 02_smallbert.pt of runtime 1
+    assert metrics["training"]["text_source"] == "checkpoint"  # 02_smallbert.pt of runtime 1
     here = get_device()
     assert metrics["runtime"]["device"] == here.type
     assert metrics["runtime"]["precision"] == precision_for(here).name

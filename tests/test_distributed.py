@@ -22,6 +22,7 @@ from utils.data.flickr8k import flickr8k_frame
 from utils.models.clip import ClipConfig, ClipModel, build_clip, clip_config_from_dict
 from utils.models.cnn import CnnConfig
 from utils.models.smallbert import SmallBertConfig
+from utils.train.configs import ClipTrainConfig
 from utils.train.distributed import is_distributed, world_size, wrap_ddp
 from utils.train.towers import create_clip
 
@@ -42,10 +43,10 @@ def tiny_clip() -> tuple[ClipModel, object, torch.Tensor, torch.Tensor]:
     frame, root = flickr8k_frame(paths.flickr8k_dir())
     train = frame[frame["split"] == "train"]
     first = train.drop_duplicates("image_path").head(GLOBAL_BATCH).reset_index(drop=True)
-    config = ClipConfig(image_source="scratch", text_source="scratch", freeze_image=True,
-                        embed_dim=16, image=CnnConfig(channels=(8, 16), image_size=32),
+    config = ClipConfig(embed_dim=16, image=CnnConfig(channels=(8, 16), image_size=32),
                         text=SmallBertConfig(width=32, heads=2, ff=64, layers=1, dropout=0.0))
-    model, tokenizer = create_clip(config, frame=first)
+    training = ClipTrainConfig(image_source="scratch", text_source="scratch", freeze_image=True)
+    model, tokenizer = create_clip(config, training, frame=first)
     dataset = ImageTextDataset(first, root, tokenizer, 32, augment=False)
     images, tokens, _ = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
     return model, tokenizer, torch.stack(images), torch.stack(tokens)
@@ -70,6 +71,7 @@ def worker(rank: int, port: int, inputs: Path, out: Path) -> None:
     try:
         data = torch.load(inputs, weights_only=True)
         model = build_clip(clip_config_from_dict(data["config"]), pretrained=False)
+        model.lock(image=True)  # as tiny_clip's run settings freeze it
         model.load_state_dict(data["state"])
         assert is_distributed() and world_size() == WORLD
         part = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)

@@ -1,5 +1,5 @@
 """Any image-caption table: CSV, TSV with ';', JSON lines; columns given or guessed; split
-given or made; checked with named errors; read by the CLIP stage through ClipConfig.dataset;
+given or made; checked with named errors; read by the CLIP stage through ClipTrainConfig.dataset;
 evaluated without labels (class precision and zero-shot are None)."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from utils.data.flickr8k import flickr8k_image_files
 from utils.data.generic import TableColumns, load_table_dataset
 from utils.eval.index import GalleryIndex
 from utils.eval.zero_shot import evaluate_clip
-from utils.models.clip import ClipConfig
 from utils.train.clip import load_clip_frame
+from utils.train.configs import ClipTrainConfig
 
 WORDS = ("dog", "ball")
 
@@ -100,7 +100,7 @@ def test_the_clip_stage_reads_a_table_and_evaluates_without_labels(flickr8k_dir:
     path = tmp_path / "pairs.csv"
     path.write_text("image,caption\n" + "".join(f"images/{s}.jpg,caption {s}\n" for s in stems),
                     encoding="utf-8")
-    frame, root = load_clip_frame(ClipConfig(dataset=str(path)))
+    frame, root = load_clip_frame(ClipTrainConfig(dataset=str(path)))
     assert root == tmp_path and len(frame) == 20
     test = frame[frame["split"] == "test"]
     embeds = F.normalize(torch.randn(len(test), 8, generator=torch.Generator().manual_seed(0)))

@@ -16,7 +16,7 @@ from synthetic import make_synthetic_flickr8k, make_synthetic_subset
 
 from utils.core import device as device_policy
 from utils.core import paths
-from utils.core.common import make_config
+from utils.core.common import make_config, make_configs
 from utils.core.device import (
     autocast,
     get_device,
@@ -30,6 +30,7 @@ from utils.core.device import (
 from utils.models.captioner import CaptionerConfig
 from utils.models.clip import ClipConfig
 from utils.models.cnn import CnnConfig
+from utils.train.configs import ClipTrainConfig, CnnTrainConfig
 
 NOTEBOOKS = paths.NOTEBOOKS_DIR
 NEEDS = {"03": ["01", "02"], "04": ["03"], "05": ["03"]}
@@ -115,15 +116,20 @@ def test_recipe_auto_follows_the_device(monkeypatch) -> None:
 
 def test_the_gpu_recipe_changes_the_settings_and_smoke_and_overrides_win(monkeypatch) -> None:
     monkeypatch.setenv("RECIPE", "cpu")
-    cpu, gpu = make_config(ClipConfig, False), make_config(ClipConfig, False, recipe="gpu")
+    cpu = make_config(ClipTrainConfig, False)
+    gpu = make_config(ClipTrainConfig, False, recipe="gpu")
     assert (cpu.batch_size, cpu.epochs) == (32, 15)
     assert (gpu.batch_size, gpu.epochs) == (64, 15)
-    assert make_config(CnnConfig, False, recipe="gpu").image_size == 128
+    # One OVERRIDES dict and the recipes reach both configs of a stage, each field its own.
+    cnn, cnn_training = make_configs(CnnConfig, CnnTrainConfig, False, {"lr": 0.01}, "gpu")
+    assert (cnn.image_size, cnn_training.batch_size, cnn_training.lr) == (128, 64, 0.01)
     assert make_config(CaptionerConfig, False, recipe="gpu").epochs == 12
-    smoke = make_config(ClipConfig, True, {"epochs": 3}, recipe="gpu")
+    smoke = make_config(ClipTrainConfig, True, {"epochs": 3}, recipe="gpu")
     assert (smoke.batch_size, smoke.epochs) == (8, 3)  # SMOKE over GPU, OVERRIDES over both
+    with pytest.raises(ValueError, match="unknown field.*'epoch'"):
+        make_configs(ClipConfig, ClipTrainConfig, False, {"epoch": 3})
     monkeypatch.setenv("RECIPE", "gpu")
-    assert make_config(ClipConfig, False).batch_size == 64
+    assert make_config(ClipTrainConfig, False).batch_size == 64
 
 
 # --- every model path of the notebooks on a simulated T4 -------------------------------------

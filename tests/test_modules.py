@@ -138,20 +138,26 @@ def test_the_progress_bar_writes_plain_text_on_stdout(capsys) -> None:
 
 # --- the small experiment configs and the command lines ---------------------------------------
 def test_the_experiment_configs_derive_from_step_3s() -> None:
-    from utils.experiments.enrichment import EnrichConfig, enrichment_clip_config
+    from utils.experiments.enrichment import EnrichConfig, enrichment_clip_configs
     from utils.experiments.pretrained_text import PretrainedTowerConfig, tower_config
     from utils.experiments.reuse import STEP1_VARIANTS, reuse_specs
     from utils.models.clip import ClipConfig
+    from utils.models.cnn import CnnConfig
+    from utils.train.configs import ClipTrainConfig
 
-    base = ClipConfig(epochs=4)
-    specs = {spec.name: spec.config for spec in reuse_specs(base)}
+    base = (ClipConfig(embed_dim=64, image=CnnConfig()), ClipTrainConfig(epochs=4))
+    specs = {spec.name: spec.training for spec in reuse_specs(*base)}
     assert specs[STEP1_VARIANTS["scratch"]].image_source == "checkpoint"
     assert specs[STEP1_VARIANTS["pretrained"]].image_source == "checkpoint_pretrained"
     assert specs["random towers"].image_source == "scratch"
     frozen = specs["frozen towers (steps 1-2)"]
     assert frozen.freeze_image and frozen.freeze_text and frozen.epochs == 4
-    enriched = enrichment_clip_config(base, EnrichConfig())
-    assert isinstance(enriched, ClipConfig) and enriched.text_source == "scratch"
+    architectures = [spec.config for spec in reuse_specs(*base)]
+    assert all(c.embed_dim == 64 and c.image is None for c in architectures)  # resolved again
+    enriched, enriched_training = enrichment_clip_configs(base, EnrichConfig())
+    assert isinstance(enriched, ClipConfig) and enriched_training.text_source == "scratch"
+    with pytest.raises(ValueError, match="unknown field"):
+        enrichment_clip_configs(base, EnrichConfig(clip_overrides={"epoch": 3}))
     tower = tower_config(PretrainedTowerConfig(model="minilm-l6-packaged"), "cls")
     assert tower.pooling == "cls" and tower.freeze == "all"
 

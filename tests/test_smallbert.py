@@ -24,6 +24,7 @@ from utils.models.smallbert import (
     pool_tokens,
 )
 from utils.train.classifier import fit_classifier, start_from_glove
+from utils.train.configs import SmallBertTrainConfig
 
 VOCAB = 50
 
@@ -119,11 +120,11 @@ def test_overfits_sixteen_real_captions(course_split, pooling):
     seed_everything(0)
     frame = sixteen_captions(course_split)
     vectorizer = TextVectorizer.fit(frame["caption"])
-    config = SmallBertConfig(vocab_size=vectorizer.vocab_size, pooling=pooling, epochs=40,
-                             patience=40, batch_size=16, lr=2e-3)
+    config = SmallBertConfig(vocab_size=vectorizer.vocab_size, pooling=pooling)
+    training = SmallBertTrainConfig(epochs=40, patience=40, batch_size=16, lr=2e-3)
     loader = make_loader(TextClassificationDataset(frame, vectorizer), 16, shuffle=True, seed=0)
     model = build_text_classifier(config)
-    fit_classifier(model, loader, loader, config, device=torch.device("cpu"))
+    fit_classifier(model, loader, loader, training, device=torch.device("cpu"))
     y_true, y_pred, _ = predict(model, loader, torch.device("cpu"))
     assert (y_true == y_pred).all()
 
@@ -132,10 +133,11 @@ def test_checkpoint_round_trip_gives_identical_logits(course_split, tmp_path):
     seed_everything(0)
     frame = sixteen_captions(course_split)
     vectorizer = TextVectorizer.fit(frame["caption"])
-    config = SmallBertConfig(vocab_size=vectorizer.vocab_size, epochs=1)
+    config = SmallBertConfig(vocab_size=vectorizer.vocab_size)
     loader = make_loader(TextClassificationDataset(frame, vectorizer), 8, shuffle=False, seed=0)
     model = build_text_classifier(config)
-    fit_classifier(model, loader, loader, config, device=torch.device("cpu"))
+    fit_classifier(model, loader, loader, SmallBertTrainConfig(epochs=1),
+                   device=torch.device("cpu"))
     path = save_checkpoint(tmp_path / "text.pt", model.state_dict(), dataclasses.asdict(config),
                            vectorizer=vectorizer.to_dict(), epoch=1)
     reloaded, config2, vectorizer2 = load_text_classifier(path)

@@ -208,13 +208,13 @@ def test_best_by_validation_breaks_ties_with_the_loss() -> None:
 def test_clip_with_the_hf_tower_saves_and_reloads(tmp_path: Path) -> None:
     """The contract with utils.clip: create_clip(text_tower="hf") and load_clip from the file."""
     from utils.models.clip import ClipConfig, load_clip, save_clip
+    from utils.train.configs import ClipTrainConfig
     from utils.train.towers import create_clip
 
     spec = PretrainedTextConfig(model="minilm-l6-packaged", max_length=16, freeze="last_n",
                         train_last_n_layers=1)
-    config = ClipConfig(image_source="scratch", text_tower="hf", pretrained_text=spec,
-                        embed_dim=32)
-    model, tokenizer = create_clip(config)
+    config = ClipConfig(text_tower="hf", pretrained_text=spec, embed_dim=32)
+    model, tokenizer = create_clip(config, ClipTrainConfig(image_source="scratch"))
     assert isinstance(tokenizer, HFTokenizerAdapter) and model.text_encoder.out_features == 384
     tokens = tokenizer.encode(CAPTIONS)
     images = torch.rand(3, 3, model.config.image_size, model.config.image_size)

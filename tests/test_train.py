@@ -20,6 +20,7 @@ from utils.eval.classification import (
 from utils.models.cnn import CnnConfig, build_image_classifier
 from utils.models.smallbert import SmallBertConfig, build_text_classifier
 from utils.train.classifier import fit_classifier, validate_classifier
+from utils.train.configs import CnnTrainConfig, SmallBertTrainConfig
 from utils.train.loop import EarlyStopping, best_epoch
 
 CPU = torch.device("cpu")
@@ -29,15 +30,15 @@ HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"}
 def short_image_run(frame, root, seed: int) -> list[dict]:
     """One epoch of 2 augmented batches from a fresh seeded model -> its history."""
     seed_everything(seed)
-    config = CnnConfig(seed=seed, image_size=48, channels=(8, 16), epochs=1, batch_size=8,
-                       limit_batches=2)
+    config = CnnConfig(image_size=48, channels=(8, 16))
+    training = CnnTrainConfig(seed=seed, epochs=1, batch_size=8, limit_batches=2)
     train = frame[frame["split"] == "train"].head(32)
     val = frame[frame["split"] == "val"].head(16)
     train_loader = make_loader(ImageClassificationDataset(train, root, 48, augment=True), 8,
                                shuffle=True, seed=seed)
     val_loader = make_loader(ImageClassificationDataset(val, root, 48, augment=False), 8,
                              shuffle=False)
-    return fit_classifier(build_image_classifier(config), train_loader, val_loader, config,
+    return fit_classifier(build_image_classifier(config), train_loader, val_loader, training,
                           device=CPU)
 
 
@@ -57,13 +58,14 @@ def test_early_stopping_restores_the_best_weights(course_split):
     train = course_split[course_split["split"] == "train"].groupby("label").head(4)
     val = course_split[course_split["split"] == "val"]
     vectorizer = TextVectorizer.fit(train["caption"])
-    config = SmallBertConfig(vocab_size=vectorizer.vocab_size, epochs=60, patience=3, lr=5e-3)
+    config = SmallBertConfig(vocab_size=vectorizer.vocab_size)
+    training = SmallBertTrainConfig(epochs=60, patience=3, lr=5e-3)
     train_loader = make_loader(TextClassificationDataset(train, vectorizer), 16, True, seed=0)
     val_loader = make_loader(TextClassificationDataset(val, vectorizer), 64, False)
     model = build_text_classifier(config)
-    history = fit_classifier(model, train_loader, val_loader, config, device=CPU)
-    assert len(history) < config.epochs  # stopped early
-    assert best_epoch(history, "val_loss", "min") == len(history) - config.patience
+    history = fit_classifier(model, train_loader, val_loader, training, device=CPU)
+    assert len(history) < training.epochs  # stopped early
+    assert best_epoch(history, "val_loss", "min") == len(history) - training.patience
     with torch.no_grad():
         val_loss = validate_classifier(model, val_loader, CPU)["val_loss"]
     assert val_loss == pytest.approx(min(row["val_loss"] for row in history), abs=1e-6)
@@ -116,9 +118,9 @@ def test_one_cycle_schedule_keeps_the_epoch_of_the_best_validation_accuracy():
     labels = (inputs[:, 0] > 0).long() + 2 * (inputs[:, 1] > 0).long()
     loader = DataLoader(TensorDataset(inputs, labels), batch_size=16, shuffle=True,
                         generator=make_generator(0))
-    config = CnnConfig(epochs=6, lr=0.05, warmup=0.3, label_smoothing=0.1, patience=10)
+    training = CnnTrainConfig(epochs=6, lr=0.05, warmup=0.3, label_smoothing=0.1, patience=10)
     model = torch.nn.Linear(8, len(CLASSES))
-    history = fit_classifier(model, loader, loader, config, device=CPU)
+    history = fit_classifier(model, loader, loader, training, device=CPU)
     lrs = [row["lr"] for row in history]  # the lr at the start of each epoch
     assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)  # warm-up, then decay
     kept = best_epoch(history, "val_acc", "max")

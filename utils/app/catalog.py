@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from utils.core import paths
-from utils.core.checkpoint import weights_fingerprint
+from utils.core.checkpoint import stored_training, weights_fingerprint
+from utils.data.flickr8k import FLICKR_IMAGES
 from utils.eval.index import GalleryIndex
 from utils.eval.search import Gallery
 from utils.models.clip import ClipModel, load_clip
@@ -132,10 +133,13 @@ def describe_entry(entry: Entry) -> str:
     return f"{entry.name} · R@5 {r5} · P@5 {p5}"
 
 
-def dataset_root(config: dict) -> Path:
-    """Folder the index's image paths are relative to: the course subset, or the 5-caption
-    build of it for a Flickr8k-captions run (same rule as utils.train.clip.clip_data_root)."""
-    per_image = int(config.get("captions_per_image", 1) or 1)
+def dataset_root(training: dict) -> Path:
+    """Folder the index's image paths are relative to, from a checkpoint's run settings:
+    Flickr8k's image folder, the course subset, or the 5-caption build of it (same rule as
+    utils.train.clip.load_clip_frame)."""
+    if training.get("dataset") == "flickr8k":
+        return paths.flickr8k_dir() / FLICKR_IMAGES
+    per_image = int(training.get("captions_per_image", 1) or 1)
     if per_image == 1:
         return paths.subset_dir()
     return paths.data_dir() / f"{paths.SUBSET_NAME}_{per_image}captions"
@@ -158,7 +162,7 @@ def load_searcher(path: Path) -> Searcher:
         raise CheckpointError(f"{path.name}: the CLIP model does not load ({type(error).__name__}"
                               f": {str(error).splitlines()[0][:200]}). Fix: re-run the notebook "
                               "that writes it (`make run`).") from error
-    root = dataset_root(checkpoint["config"])
+    root = dataset_root(stored_training(checkpoint))
     gallery = Gallery(index, root, f"{path.stem}'s gallery ({len(index.image_paths)} images)")
     fingerprint = image_tower_fingerprint(checkpoint["state_dict"])
     return Searcher(path, model, tokenizer, gallery, fingerprint, read_test_metrics(checkpoint))

@@ -11,7 +11,8 @@ from utils.core.exports import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "utils.core.paths": ("paths", "metrics_path", "model_path", "figure_path"),
-    "utils.core.common": ("count_parameters", "make_config", "resolve_smoke", "save_json",
-                          "load_json", "seed_everything"),
+    "utils.core.common": ("count_parameters", "make_config", "make_configs",
+                          "replace_fields", "resolve_smoke", "save_json", "load_json",
+                          "seed_everything"),
     "utils.core.device": ("get_device", "runtime_info", "describe_runtime"),
 })

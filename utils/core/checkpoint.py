@@ -50,6 +50,12 @@ def upgrade_clip_config(values: dict) -> dict:
     return values
 
 
+def stored_training(checkpoint: dict) -> dict:
+    """The run settings a checkpoint was trained with: its ``training`` metadata; files written
+    before architecture and run settings were split kept both in ``config``."""
+    return checkpoint.get("training") or checkpoint["config"]
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and the fix."""
 

@@ -129,27 +129,62 @@ def resolve_smoke(smoke: bool | None) -> bool:
     return env_flag("SMOKE") if smoke is None else bool(smoke)
 
 
+def stage_values(config_classes: tuple[type, ...], smoke: bool | None,
+                 overrides: dict | None, recipe: str | None) -> dict:
+    """Field values of a stage: each class's ``GPU`` dict on the GPU recipe (``recipe``: "auto",
+    "cpu", "gpu"; None reads $RECIPE), then each class's ``SMOKE`` dict in smoke mode, then
+    ``overrides``."""
+    gpu, values = resolve_recipe(recipe) == "gpu", {}
+    for name in ("GPU",) * gpu + ("SMOKE",) * resolve_smoke(smoke):
+        for config_class in config_classes:
+            values.update(getattr(config_class, name, {}))
+    values.update(overrides or {})
+    return values
+
+
+def route_fields(config_classes: tuple[type, ...], values: dict) -> list[dict]:
+    """Split ``values`` by the class that has each field (one dict per class); an unknown name
+    raises with the list of valid fields."""
+    routed = []
+    for config_class in config_classes:
+        names = {f.name for f in dataclasses.fields(config_class)}
+        routed.append({k: v for k, v in values.items() if k in names})
+    unknown = sorted(set(values) - {k for part in routed for k in part})
+    if unknown:
+        valid = sorted(f.name for c in config_classes for f in dataclasses.fields(c))
+        classes = " / ".join(c.__name__ for c in config_classes)
+        raise ValueError(f"{classes}: unknown field(s) {unknown}; valid: {valid}")
+    return routed
+
+
 def make_config(config_class: type, smoke: bool | None = None, overrides: dict | None = None,
                 recipe: str | None = None):
     """Build a stage config: defaults, then ``config_class.GPU`` on the GPU recipe, then
     ``config_class.SMOKE`` in smoke mode, then overrides.
 
     ``GPU`` and ``SMOKE`` are class-level dicts of field values: the GPU recipe's batch sizes,
-    image sizes and epochs (``recipe``: "auto", "cpu", "gpu"; None reads $RECIPE), and the
-    smoke mode's tiny data and epochs (the notebook runs in seconds). Unknown override names
-    raise with the list of valid fields.
+    image sizes and epochs, and the smoke mode's tiny data and epochs (the notebook runs in
+    seconds). Unknown override names raise with the list of valid fields.
     """
-    values = dict(getattr(config_class, "GPU", {})) if resolve_recipe(recipe) == "gpu" else {}
-    if resolve_smoke(smoke):
-        values.update(getattr(config_class, "SMOKE", {}))
-    values.update(overrides or {})
-    valid = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(values) - valid)
-    if unknown:
-        raise ValueError(
-            f"{config_class.__name__}: unknown field(s) {unknown}; valid: {sorted(valid)}"
-        )
-    return config_class(**values)
+    values = stage_values((config_class,), smoke, overrides, recipe)
+    return config_class(**route_fields((config_class,), values)[0])
+
+
+def make_configs(model_class: type, train_class: type, smoke: bool | None = None,
+                 overrides: dict | None = None, recipe: str | None = None) -> tuple:
+    """(architecture config, run settings) of a stage, as ``make_config`` builds one: a single
+    ``overrides`` dict (a notebook's OVERRIDES) sets fields of both, each name going to the
+    class that has it."""
+    values = stage_values((model_class, train_class), smoke, overrides, recipe)
+    model_values, train_values = route_fields((model_class, train_class), values)
+    return model_class(**model_values), train_class(**train_values)
+
+
+def replace_fields(configs: tuple, **changes: Any) -> tuple:
+    """``dataclasses.replace`` over a stage's configs (architecture, run settings): each change
+    goes to the config that has the field; an unknown name raises."""
+    routed = route_fields(tuple(type(c) for c in configs), changes)
+    return tuple(dataclasses.replace(c, **part) for c, part in zip(configs, routed, strict=True))
 
 
 def require_positive(config: Any, names: tuple[str, ...], at_least: dict | None = None) -> None:

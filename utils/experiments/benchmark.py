@@ -21,29 +21,21 @@ epoch, never two captions of one image in a batch), keep the epoch of the best R
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
-import torch
 
-from utils.core.common import count_parameters, seed_everything
+from utils.core.common import count_parameters
 from utils.core.pretrained import PretrainedTextConfig
-from utils.data.datasets import ImageTextDataset, make_loader
-from utils.data.flickr8k import flickr8k_image_files
-from utils.eval.index import GalleryIndex, build_index, image_frame
+from utils.eval.index import GalleryIndex
 from utils.eval.retrieval import RECALL_KS
 from utils.eval.zero_shot import evaluate_clip
-from utils.models.clip import ClipConfig, ClipModel
-from utils.models.cnn import LITE_PAIRS
-from utils.models.features import image_features
-from utils.train.clip import MONITOR, make_clip_loaders, train_clip
-from utils.train.features import PrecomputedPairs, cached_text_features
-from utils.train.loop import TrainedRun, best_epoch
-from utils.train.towers import create_clip
+from utils.experiments.runs import run_index, train_run
+from utils.models.clip import ClipConfig
+from utils.train.configs import ClipTrainConfig
+from utils.train.loop import TrainedRun
 
 BENCHMARK_CHECKPOINT = "08_flickr8k_clip.pt"
 VARIANTS = ("scratch", "pretrained", "pretrained_lite2", "pretrained_lite02", "pretrained_full")
@@ -65,7 +57,7 @@ MINILM = "minilm-l6-packaged"
 
 @dataclass
 class BenchmarkConfig:
-    """Settings of notebook 08 (each variant's ClipConfig is derived from them)."""
+    """Settings of notebook 08 (each variant's CLIP configs are derived from them)."""
 
     seed: int = 0  # seeds weights, caption draws and shuffling
     variants: tuple[str, ...] = ("pretrained", "pretrained_lite2", "pretrained_lite02",
@@ -105,95 +97,33 @@ class BenchmarkConfig:
                              f"{VARIANTS}")
 
 
-def variant_config(config: BenchmarkConfig, variant: str) -> ClipConfig:
-    """The ClipConfig of one variant on Flickr8k (official split, 5 captions per image)."""
-    common = {"seed": config.seed, "dataset": "flickr8k", "captions_per_image": 5,
-              "embed_dim": config.embed_dim, "patience": config.patience,
-              "max_images_per_split": config.max_images_per_split, "compare_variants": False}
+def variant_configs(config: BenchmarkConfig, variant: str
+                    ) -> tuple[ClipConfig, ClipTrainConfig]:
+    """The architecture and run settings of one variant on Flickr8k (official split, 5
+    captions per image)."""
+    data = {"seed": config.seed, "dataset": "flickr8k", "captions_per_image": 5,
+            "patience": config.patience, "max_images_per_split": config.max_images_per_split,
+            "compare_variants": False}
     if variant == "scratch":
-        return ClipConfig(**common, image_source="scratch", text_source="scratch",
-                          image_size=config.scratch_image_size, epochs=config.scratch_epochs,
-                          batch_size=config.scratch_batch_size)
-    towers = {"image_source": "efficientnet_lite0", "text_tower": "hf",
-              "pretrained_text": PretrainedTextConfig(model=MINILM)}
-    if variant in ("pretrained_lite2", "pretrained_lite02"):
-        towers["image_source"] = LITE2 if variant == "pretrained_lite2" else LITE02
-    if variant in ("pretrained", "pretrained_lite2", "pretrained_lite02"):
-        return ClipConfig(**common, **towers, freeze_image=True, freeze_text=True,
-                          augment=False, projection_hidden=config.projection_hidden,
-                          lr=config.pretrained_lr, epochs=config.pretrained_epochs,
-                          batch_size=config.pretrained_batch_size,
-                          hard_negative_weight=config.hard_negative_weight)
-    full_text = PretrainedTextConfig(model=MINILM, freeze="none")
-    return ClipConfig(**common, **{**towers, "pretrained_text": full_text},
-                      projection_hidden=config.projection_hidden, epochs=config.full_epochs,
-                      batch_size=config.pretrained_batch_size // 2, encoder_lr_scale=0.05)
-
-
-def variant_image_features(frame: pd.DataFrame, root: Path, whole: bool,
-                           encoder: str = "efficientnet_lite0") -> torch.Tensor:
-    """Pooled Lite features (N,1280; a pair of trunks: N,2560) of the frame's images, in order
-    of first appearance: from the shared cache of all Flickr8k images (``whole``), else of
-    these images only."""
-    if encoder in LITE_PAIRS:
-        return torch.cat([variant_image_features(frame, root, whole, name)
-                          for name in LITE_PAIRS[encoder]], dim=1)
-    names = image_frame(frame)["image_path"].tolist()
-    files = flickr8k_image_files(root.parent) if whole else [root / n for n in sorted(names)]
-    features = image_features(files, encoder)
-    return features.pooled[features.rows(names)].float()
-
-
-def frozen_text_features(model: ClipModel, tokenizer, frame: pd.DataFrame) -> torch.Tensor:
-    """Frozen text tower features (T,D) of every caption row of ``frame`` (cached on disk)."""
-    name = json.dumps(asdict(model.text_encoder.config), sort_keys=True)
-    tokens = tokenizer.encode(frame["caption"].tolist())
-    return cached_text_features(model.text_encoder, tokens, name)
-
-
-def precomputed_loader(model: ClipModel, tokenizer, frame: pd.DataFrame, root: Path,
-                       features: tuple[torch.Tensor, torch.Tensor], split: str):
-    """A loader of (image features, caption features, index) over one split of ``frame``."""
-    config = model.config
-    rows = frame[frame["split"] == split]
-    dataset = ImageTextDataset(rows, root, tokenizer, config.image_size, False, config.seed)
-    image_rows = image_frame(frame)["image_path"].tolist()
-    where = {path: i for i, path in enumerate(image_rows)}
-    images = features[0][[where[path] for path in dataset.image_paths]]
-    pairs = PrecomputedPairs(dataset, images, features[1][rows.index.tolist()])
-    train = split == "train"
-    return make_loader(pairs, config.batch_size, shuffle=train, seed=config.seed,
-                       drop_last=train and len(pairs) > config.batch_size)
-
-
-def train_variant(clip_config: ClipConfig, frame: pd.DataFrame, root: Path
-                  ) -> tuple[TrainedRun, tuple | None]:
-    """Build and train one variant -> (the run, its precomputed (image, text) features or
-    None when the towers read images and tokens)."""
-    seed_everything(clip_config.seed)
-    start = time.perf_counter()
-    model, tokenizer = create_clip(clip_config, frame=frame)
-    features = None
-    if model.config.freeze_image and model.config.freeze_text:
-        whole = clip_config.max_images_per_split == 0
-        features = (variant_image_features(frame, root, whole, clip_config.image_source),
-                    frozen_text_features(model, tokenizer, frame))
-        loaders = [precomputed_loader(model, tokenizer, frame, root, features, split)
-                   for split in ("train", "val")]
-    else:
-        loaders = make_clip_loaders(model, tokenizer, frame, root)
-    history = train_clip(model, *loaders)
-    run = TrainedRun(model, model.config, history, time.perf_counter() - start,
-                     best_epoch(history, *MONITOR), tokenizer=tokenizer)
-    return run, features
-
-
-def variant_index(run: TrainedRun, frame: pd.DataFrame, root: Path, features: tuple | None
-                  ) -> GalleryIndex:
-    """The gallery of ``frame`` embedded by a trained variant (precomputed features if any)."""
-    image, text = features if features is not None else (None, None)
-    return build_index(run.model, run.tokenizer, frame, root, run.model.config.image_size,
-                       image_features=image, text_features=text)
+        return (ClipConfig(embed_dim=config.embed_dim, image_size=config.scratch_image_size),
+                ClipTrainConfig(**data, image_source="scratch", text_source="scratch",
+                                epochs=config.scratch_epochs,
+                                batch_size=config.scratch_batch_size))
+    image = {"pretrained": "efficientnet_lite0", "pretrained_lite2": LITE2,
+             "pretrained_lite02": LITE02}.get(variant, "efficientnet_lite0")
+    frozen = variant != "pretrained_full"
+    text = PretrainedTextConfig(model=MINILM, freeze="all" if frozen else "none")
+    architecture = ClipConfig(embed_dim=config.embed_dim, text_tower="hf",
+                              pretrained_text=text, projection_hidden=config.projection_hidden,
+                              hard_negative_weight=config.hard_negative_weight * frozen)
+    if frozen:  # the encoders run once: their features are cached
+        return architecture, ClipTrainConfig(
+            **data, image_source=image, freeze_image=True, freeze_text=True, augment=False,
+            lr=config.pretrained_lr, epochs=config.pretrained_epochs,
+            batch_size=config.pretrained_batch_size)
+    return architecture, ClipTrainConfig(**data, image_source=image, epochs=config.full_epochs,
+                                         batch_size=config.pretrained_batch_size // 2,
+                                         encoder_lr_scale=0.05)
 
 
 def benchmark_figures(result: dict, index: GalleryIndex) -> dict:
@@ -206,20 +136,20 @@ def benchmark_figures(result: dict, index: GalleryIndex) -> dict:
 
 
 def variant_row(run: TrainedRun, test: dict) -> dict:
-    """One variant's entry of the metrics file: test figures, epochs, time, size, config."""
+    """One variant's entry of the metrics file: test figures, epochs, time, size, configs."""
     return {"test": test, "train_time_s": round(run.seconds, 1), "epochs_run": len(run.history),
             "best_epoch": run.best_epoch,
             "best_val_R5": max(h["val_R@5"] for h in run.history),
             "trainable_parameters": count_parameters(run.model)["trainable"],
-            "config": asdict(run.model.config)}
+            "config": asdict(run.model.config), "training": asdict(run.training)}
 
 
 def run_variant(config: BenchmarkConfig, variant: str, frame: pd.DataFrame, root: Path
                 ) -> tuple[TrainedRun, GalleryIndex, dict]:
-    """Train one variant, embed the gallery, evaluate on the test split -> (run, index,
-    evaluate_clip's nested test result)."""
-    run, features = train_variant(variant_config(config, variant), frame, root)
-    index = variant_index(run, frame, root, features)
+    """Train one variant (``utils.experiments.runs``, as every comparison), embed the gallery
+    of ``frame``, evaluate on the test split -> (run, index, evaluate_clip's nested result)."""
+    run = train_run(*variant_configs(config, variant), frame, root)
+    index = run_index(run, frame, root)
     return run, index, evaluate_clip(run.model, run.tokenizer, index, "test")
 
 

@@ -18,9 +18,10 @@ from utils.data.enrich import (
 )
 from utils.eval.index import GalleryIndex
 from utils.eval.retrieval import text_to_image_ranks
-from utils.experiments.runs import derive_config
+from utils.experiments.runs import derive_configs
 from utils.models.clip import ClipConfig
 from utils.models.llm import DEFAULT_LM, CausalLMGenerator
+from utils.train.configs import ClipTrainConfig
 
 
 @dataclass
@@ -40,18 +41,19 @@ class EnrichConfig:
     llm_batch_size: int = 8  # captions generated together (left-padded batch)
     llm_max_new_tokens: int = 40  # longest answer in tokens (max_words words fit in ~35)
     llm_context: bool = False  # also show the model the image's Flickr8k sibling captions
-    clip_overrides: dict = field(default_factory=dict)  # other ClipConfig fields to change
+    clip_overrides: dict = field(default_factory=dict)  # other CLIP config fields to change
 
     SMOKE: ClassVar[dict] = {"epochs": 1, "max_images_per_split": 24, "llm_rows": 4,
                              "llm_max_new_tokens": 12}
 
 
-def enrichment_clip_config(base: ClipConfig, config: EnrichConfig) -> ClipConfig:
-    """Step 3's ClipConfig for both runs: a fresh SmallBERT (the length changes), same protocol."""
+def enrichment_clip_configs(base: tuple[ClipConfig, ClipTrainConfig], config: EnrichConfig
+                            ) -> tuple[ClipConfig, ClipTrainConfig]:
+    """Step 3's configs for both runs: a fresh SmallBERT (the length changes), same protocol."""
     values = {"text_tower": "smallbert", "text_source": "scratch", "freeze_text": False,
               "epochs": config.epochs, "seed": config.seed, "freeze_image": config.freeze_image,
               "compare_variants": False, "max_images_per_split": config.max_images_per_split}
-    return derive_config(base, **{**values, **config.clip_overrides})
+    return derive_configs(*base, **{**values, **config.clip_overrides})
 
 
 def llm_model_name(config: EnrichConfig) -> str:

@@ -1,6 +1,6 @@
 """Notebook 04: CLIP with a pretrained BERT-family text tower instead of SmallBERT.
 
-Only what changes from step 3 is configured here; every run is step 3's config with another
+Only what changes from step 3 is configured here; every run is step 3's configs with another
 text tower, trained and evaluated through ``utils.experiments.runs``.
 """
 
@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from utils.core.checkpoint import load_checkpoint
-from utils.core.common import load_json
+from utils.core.checkpoint import load_checkpoint, stored_training
+from utils.core.common import config_from_dict, load_json
 from utils.core.paths import metrics_path, model_path
 from utils.core.pretrained import HF_POOLINGS, PretrainedTextConfig
-from utils.experiments.runs import derive_config, flatten_clip_metrics
+from utils.experiments.runs import derive_configs, flatten_clip_metrics
 from utils.models.clip import CLIP_CHECKPOINT, ClipConfig, clip_config_from_dict
+from utils.train.configs import ClipTrainConfig
+
+ClipConfigs = tuple[ClipConfig, ClipTrainConfig]
 
 
 @dataclass
@@ -32,7 +35,7 @@ class PretrainedTowerConfig:
     freeze_image: bool = True  # step 3's image tower, frozen (features computed once): isolates
     # the text tower's effect and keeps CPU runs to minutes; False retrains it as step 3 did
     max_images_per_split: int = 0  # 0: every image; smoke mode keeps a few per split
-    clip_overrides: dict = field(default_factory=dict)  # other ClipConfig fields to change
+    clip_overrides: dict = field(default_factory=dict)  # other CLIP config fields to change
 
     SMOKE: ClassVar[dict] = {"epochs": 1, "max_images_per_split": 24, "max_length": 16}
 
@@ -45,22 +48,25 @@ class PretrainedTowerConfig:
                                  f"{HF_POOLINGS}")
 
 
-def step3_clip_config(path: str | Path | None = None) -> ClipConfig:
-    """Step 3's ClipConfig (models/03_clip.pt): same image tower, split, lr and embed_dim."""
+def step3_clip_configs(path: str | Path | None = None) -> ClipConfigs:
+    """Step 3's architecture and run settings (models/03_clip.pt): same image tower, split, lr
+    and embed_dim."""
 
     path = Path(path) if path is not None else model_path(CLIP_CHECKPOINT)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run notebooks/03_clip.ipynb first (this "
                                 "notebook keeps step 3's image tower and settings).")
-    return clip_config_from_dict(load_checkpoint(path, kind="clip")["config"])
+    checkpoint = load_checkpoint(path, kind="clip")
+    return (clip_config_from_dict(checkpoint["config"]),
+            config_from_dict(ClipTrainConfig, stored_training(checkpoint)))
 
 
-def run_clip_config(base: ClipConfig, config: PretrainedTowerConfig, **tower) -> ClipConfig:
-    """Step 3's ClipConfig with this notebook's protocol (epochs, image tower) and ``tower``."""
+def run_clip_configs(base: ClipConfigs, config: PretrainedTowerConfig, **tower) -> ClipConfigs:
+    """Step 3's configs with this notebook's protocol (epochs, image tower) and ``tower``."""
     values = {"freeze_text": False, "epochs": config.epochs, "seed": config.seed,
               "freeze_image": config.freeze_image,
               "max_images_per_split": config.max_images_per_split, "compare_variants": False}
-    return derive_config(base, **{**values, **tower, **config.clip_overrides})
+    return derive_configs(*base, **{**values, **tower, **config.clip_overrides})
 
 
 def tower_config(config: PretrainedTowerConfig, pooling: str | None = None,
@@ -72,16 +78,16 @@ def tower_config(config: PretrainedTowerConfig, pooling: str | None = None,
                                 encoder_lr=config.encoder_lr, train_last_n_layers=last_n)
 
 
-def tower_clip_config(base: ClipConfig, config: PretrainedTowerConfig, pooling: str,
-                      freeze: str) -> ClipConfig:
-    """A ClipConfig with the pretrained text tower (from this notebook's config)."""
-    return run_clip_config(base, config, text_tower="hf",
-                           pretrained_text=tower_config(config, pooling, freeze))
+def tower_clip_configs(base: ClipConfigs, config: PretrainedTowerConfig, pooling: str,
+                       freeze: str) -> ClipConfigs:
+    """CLIP configs with the pretrained text tower (from this notebook's config)."""
+    return run_clip_configs(base, config, text_tower="hf",
+                            pretrained_text=tower_config(config, pooling, freeze))
 
 
-def smallbert_clip_config(base: ClipConfig, config: PretrainedTowerConfig) -> ClipConfig:
+def smallbert_clip_configs(base: ClipConfigs, config: PretrainedTowerConfig) -> ClipConfigs:
     """Step 3's SmallBERT tower under this notebook's protocol (the fair reference row)."""
-    return run_clip_config(base, config, text_tower="smallbert")
+    return run_clip_configs(base, config, text_tower="smallbert")
 
 
 def step3_row(path: str | Path | None = None) -> dict:

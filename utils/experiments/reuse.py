@@ -9,8 +9,9 @@ with step 2's SmallBERT; both towers from random weights; steps 1-2 frozen.
 
 from __future__ import annotations
 
-from utils.experiments.runs import RunSpec, derive_config
+from utils.experiments.runs import RunSpec, derive_configs
 from utils.models.clip import ClipConfig
+from utils.train.configs import ClipTrainConfig
 from utils.train.towers import image_tower_overrides
 
 STEP1_VARIANTS = {"scratch": "step-1 CNN from scratch + SmallBERT",
@@ -18,7 +19,7 @@ STEP1_VARIANTS = {"scratch": "step-1 CNN from scratch + SmallBERT",
 
 
 def reuse_variants(recipe: str | None = None) -> dict[str, dict]:
-    """Variant name -> the ClipConfig fields it changes."""
+    """Variant name -> the config fields it changes."""
     return {
         **{name: image_tower_overrides(tower, recipe) for tower, name in STEP1_VARIANTS.items()},
         "random towers": {"image_source": "scratch", "text_source": "scratch",
@@ -27,7 +28,8 @@ def reuse_variants(recipe: str | None = None) -> dict[str, dict]:
     }
 
 
-def reuse_specs(base: ClipConfig, recipe: str | None = None) -> list[RunSpec]:
-    """The variants as run specs derived from step 3's config."""
-    return [RunSpec(name, derive_config(base, **changes))
+def reuse_specs(config: ClipConfig, training: ClipTrainConfig, recipe: str | None = None
+                ) -> list[RunSpec]:
+    """The variants as run specs derived from step 3's configs."""
+    return [RunSpec(name, *derive_configs(config, training, **changes))
             for name, changes in reuse_variants(recipe).items()]

@@ -1,66 +1,78 @@
 """The one API of the notebooks' comparison runs: a run spec -> train -> evaluate -> a table row.
 
 Notebooks 03 (is reusing steps 1-2 worth it?), 04 (a pretrained text tower) and 05 (enriched
-captions) all compare CLIP runs that differ from step 3's config by a few fields. Each run is a
-``RunSpec``: its name, its ``ClipConfig`` and the captions it trains on. ``train_run`` builds and
+captions) all compare CLIP runs that differ from step 3's configs by a few fields. Each run is a
+``RunSpec``: its name, its ``ClipConfig`` (architecture) and ``ClipTrainConfig`` (run settings)
+and the captions it trains on. ``train_run`` builds and
 trains it; ``clip_row`` evaluates it on the test images of a gallery index; ``compare`` does both
 for a list of specs and returns the table, one row per run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from utils.core.common import count_parameters, seed_everything
+from utils.core.common import count_parameters, replace_fields, seed_everything
 from utils.core.progress import note
 from utils.eval.index import GalleryIndex, build_index
 from utils.eval.retrieval import PRECISION_K, RECALL_KS
 from utils.eval.zero_shot import evaluate_clip
 from utils.models.clip import ClipConfig
-from utils.train.clip import MONITOR, frozen_image_features, make_clip_loaders, train_clip
+from utils.train.clip import (
+    MONITOR,
+    frozen_image_features,
+    frozen_text_features,
+    make_clip_loaders,
+    train_clip,
+)
+from utils.train.configs import ClipTrainConfig
 from utils.train.loop import TrainedRun, best_epoch
 from utils.train.towers import create_clip
 
 
 @dataclass
 class RunSpec:
-    """One comparison run: its name, its config, and (optionally) its own training captions."""
+    """One comparison run: its name, its configs, and (optionally) its own training captions."""
 
     name: str
-    config: ClipConfig
+    config: ClipConfig  # architecture
+    training: ClipTrainConfig  # run settings
     frame: pd.DataFrame | None = None  # training captions; None: the comparison's frame
     tokenizer: object = None  # a tokenizer to share between runs; None: the tower's own
 
 
-def derive_config(base: ClipConfig, **changes) -> ClipConfig:
-    """``base`` with ``changes``; the towers are resolved again from their sources (their
-    sub-configs and image size are dropped unless ``changes`` gives them)."""
-    values = {"image": None, "text": None, "pretrained_text": None, "image_size": None}
-    return dataclasses.replace(base, **{**values, **changes})
+def derive_configs(config: ClipConfig, training: ClipTrainConfig, **changes
+                   ) -> tuple[ClipConfig, ClipTrainConfig]:
+    """Step 3's configs with ``changes`` (each to the config that has the field); the towers
+    are resolved again from their sources (their sub-configs and image size are dropped
+    unless ``changes`` gives them)."""
+    towers = {"image": None, "text": None, "pretrained_text": None, "image_size": None}
+    return replace_fields((config, training), **{**towers, **changes})
 
 
-def train_run(config: ClipConfig, frame: pd.DataFrame, root: Path, tokenizer=None
-              ) -> TrainedRun:
+def train_run(config: ClipConfig, training: ClipTrainConfig, frame: pd.DataFrame, root: Path,
+              tokenizer=None) -> TrainedRun:
     """Build and train one CLIP on the train split of ``frame`` (val: model selection)."""
-    seed_everything(config.seed)
+    seed_everything(training.seed)
     start = time.perf_counter()
-    model, tokenizer = create_clip(config, tokenizer=tokenizer, frame=frame)
-    history = train_clip(model, *make_clip_loaders(model, tokenizer, frame, root))
+    model, tokenizer = create_clip(config, training, tokenizer=tokenizer, frame=frame)
+    loaders = make_clip_loaders(model, training, tokenizer, frame, root)
+    history = train_clip(model, *loaders, training)
     return TrainedRun(model, model.config, history, time.perf_counter() - start,
-                      best_epoch(history, *MONITOR), tokenizer=tokenizer)
+                      best_epoch(history, *MONITOR), tokenizer=tokenizer, training=training)
 
 
 def run_index(run: TrainedRun, rows: pd.DataFrame, root: Path) -> GalleryIndex:
-    """The gallery of ``rows`` (images and captions) embedded by a trained run; a frozen image
-    tower's features are those training read (cached), not recomputed from the pixels."""
-    features = frozen_image_features(run.model, run.tokenizer, rows, root)
+    """The gallery of ``rows`` (images and captions) embedded by a trained run; frozen towers'
+    features are those training read (cached), not recomputed from pixels and tokens."""
+    images = frozen_image_features(run.model, run.training, run.tokenizer, rows, root)
+    texts = frozen_text_features(run.model, run.training, run.tokenizer, rows)
     return build_index(run.model, run.tokenizer, rows, root, run.model.config.image_size,
-                       image_features=features)
+                       image_features=images, text_features=texts)
 
 
 def flatten_clip_metrics(result: dict) -> dict:
@@ -97,7 +109,8 @@ def compare(specs: list[RunSpec], frame: pd.DataFrame, root: Path,
             continue
         note(f"--- run: {spec.name}")
         train_frame = spec.frame if spec.frame is not None else frame
-        runs[spec.name] = train_run(spec.config, train_frame, root, spec.tokenizer)
+        runs[spec.name] = train_run(spec.config, spec.training, train_frame, root,
+                                    spec.tokenizer)
         table[spec.name] = clip_row(runs[spec.name], run_index(runs[spec.name], rows, root))
     return runs, pd.DataFrame.from_dict(table, orient="index")
 

@@ -40,7 +40,8 @@ MAX_ROWS = 25
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf")
 
 
-SKIPPED_KEYS = {"config", "clip_config", "history", "report", "confusion_matrix", "chance"}
+SKIPPED_KEYS = {"config", "training", "clip_config", "clip_training", "history", "report",
+                "confusion_matrix", "chance"}
 
 
 NAME_KEYS = ("run", "name", "variant", "label", "model")

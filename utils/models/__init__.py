@@ -13,7 +13,7 @@ from utils.core.exports import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "utils.models.cnn": ("CnnConfig", "ImageClassifier", "ScratchTrunk", "build_head",
-                         "conv_block", "load_image_classifier", "pretrained_config"),
+                         "conv_block", "load_image_classifier"),
     "utils.models.smallbert": ("POOLINGS", "SentenceEncoder", "SmallBert", "SmallBertConfig",
                                "attention_padding", "encoder_block", "load_text_classifier",
                                "pool_tokens"),

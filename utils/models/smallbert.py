@@ -29,10 +29,9 @@ POOLINGS = ("first", "mean", "masked_mean")
 
 @dataclass
 class SmallBertConfig:
-    """Model and training settings of the SmallBERT text classifier."""
+    """The architecture of SmallBERT and its pooler: what rebuilds it (stored in checkpoints).
+    How it is trained is ``utils.train.configs.SmallBertTrainConfig``."""
 
-    seed: int = 0  # seeds weights, dropout and shuffling
-    max_tokens: int = 10_000  # vocabulary cap of the TextVectorizer (most frequent train words)
     length: int = 32  # tokens per caption (padded / truncated)
     vocab_size: int = 10_000  # embedding rows; set from the fitted vectoriser before building
     width: int = 128  # D: size of every token vector
@@ -43,22 +42,12 @@ class SmallBertConfig:
     layers: int = 2  # number of encoder blocks
     dropout: float = 0.1  # dropout in embeddings, attention, feed-forward and head
     pooling: str = "masked_mean"  # "first" | "mean" | "masked_mean"
-    batch_size: int = 32  # captions per batch
-    epochs: int = 20  # maximum epochs (early stopping usually ends sooner)
-    lr: float = 1e-3  # AdamW learning rate
-    weight_decay: float = 1e-2  # AdamW weight decay
-    patience: int = 5  # epochs without a better validation loss before stopping
-    limit_batches: int = 0  # training batches per epoch (0: all)
-    per_class_limit: int = 0  # captions kept per class in each split (0: all); smoke mode: few
 
-    GPU: ClassVar[dict] = {"batch_size": 64, "epochs": 40, "patience": 8}  # T4, not measured
-    SMOKE: ClassVar[dict] = {"epochs": 2, "per_class_limit": 8, "batch_size": 16}
     BEFORE: ClassVar[dict] = {"glove_dim": 0}  # checkpoints older than the field: random words
 
     def __post_init__(self) -> None:
         """Reject settings the model cannot build with, naming the field."""
-        require_positive(self, ("length", "width", "heads", "ff", "layers", "batch_size",
-                                "epochs", "lr", "patience"))
+        require_positive(self, ("length", "width", "heads", "ff", "layers"))
         if self.pooling not in POOLINGS:
             raise ValueError(f"SmallBertConfig.pooling={self.pooling!r}: choose one of {POOLINGS}")
         if self.width % self.heads:

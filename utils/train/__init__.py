@@ -1,6 +1,7 @@
 """Layer 4, ``utils.train``: one training loop and what feeds it.
 
-``loop`` (the loop every model trains with, and its one early-stopping rule), ``towers`` (where
+``configs`` (each stage's run settings, apart from the models' architecture configs), ``loop``
+(the loop every model trains with, and its one early-stopping rule), ``towers`` (where
 CLIP's towers come from: the one factory that reads the step-1/2 checkpoints), ``features``
 (frozen encoders run once, their features cached), ``classifier`` (steps 1 and 2), ``clip``
 (step 3), ``captioner``, ``fusion``, ``distributed`` and ``clip_cli`` (several processes).
@@ -11,6 +12,7 @@ from utils.core.exports import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "utils.train.loop": ("TrainedRun", "train_epoch"),
+    "utils.train.configs": ("ClipTrainConfig", "CnnTrainConfig", "SmallBertTrainConfig"),
     "utils.train.towers": ("STEP1_CHECKPOINTS", "choose_image_tower", "create_clip",
                            "image_tower_overrides"),
     "utils.train.classifier": ("classifier_step", "run_summary", "save_classifier",

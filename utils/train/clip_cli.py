@@ -24,12 +24,13 @@ import torch
 from utils.core import paths
 from utils.core.checkpoint import CheckpointError
 from utils.core.cli import run_command
-from utils.core.common import make_config, seed_everything
+from utils.core.common import make_configs, seed_everything
 from utils.data.course import DataError
 from utils.eval.index import build_index
 from utils.eval.zero_shot import evaluate_clip
 from utils.models.clip import ClipConfig, save_clip
 from utils.train.clip import best_clip_epoch, load_clip_frame, make_clip_loaders, train_clip
+from utils.train.configs import ClipTrainConfig
 from utils.train.distributed import close_distributed, init_distributed, is_main_process, world_size
 from utils.train.towers import create_clip
 
@@ -70,7 +71,8 @@ def nproc_problem(value: str) -> str | None:
 
 
 def overrides_of(args: argparse.Namespace) -> dict:
-    """ClipConfig overrides from --dataset and every --set FIELD=VALUE."""
+    """CLIP config overrides (architecture or run settings) from --dataset and every
+    --set FIELD=VALUE."""
     values = {"dataset": args.dataset}
     for item in args.set:
         field, equal, value = item.partition("=")
@@ -86,23 +88,24 @@ def check_run(args: argparse.Namespace) -> str:
     problem = nproc_problem(args.check_nproc)
     if problem:
         raise ValueError(problem)
-    config = make_config(ClipConfig, args.smoke, overrides_of(args))
-    frame, _ = load_clip_frame(config)
+    _, training = make_configs(ClipConfig, ClipTrainConfig, args.smoke, overrides_of(args))
+    frame, _ = load_clip_frame(training)
     return f"checked: {args.check_nproc} process(es), {frame['image_path'].nunique()} images"
 
 
-def train_and_save(config: ClipConfig, out: Path) -> dict | None:
+def train_and_save(config: ClipConfig, training: ClipTrainConfig, out: Path) -> dict | None:
     """Train on this process's shard; rank 0 evaluates and saves -> the test result (rank 0)."""
-    seed_everything(config.seed)
-    frame, root = load_clip_frame(config)
-    model, tokenizer = create_clip(config, frame=frame)
-    history = train_clip(model, *make_clip_loaders(model, tokenizer, frame, root))
+    seed_everything(training.seed)
+    frame, root = load_clip_frame(training)
+    model, tokenizer = create_clip(config, training, frame=frame)
+    loaders = make_clip_loaders(model, training, tokenizer, frame, root)
+    history = train_clip(model, *loaders, training)
     if not is_main_process():
         return None
     index = build_index(model, tokenizer, frame, root, model.config.image_size)
     test = evaluate_clip(model, tokenizer, index, "test")
     save_clip(out, model, tokenizer, best_clip_epoch(history),
-              {"test": test, "history": history}, index)
+              {"test": test, "history": history}, index, training)
     return test
 
 
@@ -111,9 +114,9 @@ def run(args: argparse.Namespace) -> str:
     start = time.perf_counter()
     init_distributed()
     try:
-        config = make_config(ClipConfig, args.smoke, overrides_of(args))
+        configs = make_configs(ClipConfig, ClipTrainConfig, args.smoke, overrides_of(args))
         out = args.out or paths.model_path("clip_cli.pt")
-        test = train_and_save(config, out)
+        test = train_and_save(*configs, out)
     finally:
         processes = world_size()
         close_distributed()

@@ -23,7 +23,12 @@ from utils.core.common import atomic_path
 from utils.core.device import autocast, get_device
 from utils.core.progress import progress
 from utils.data.datasets import ImageTextDataset, make_loader
-from utils.models.cnn import EFFICIENTNET_LITE, EfficientNetLiteTrunk, load_efficientnet_lite
+from utils.models.cnn import (
+    EFFICIENTNET_LITE,
+    LITE_PAIRS,
+    EfficientNetLiteTrunk,
+    load_efficientnet_lite,
+)
 from utils.models.features import image_features
 from utils.train.loop import batch_count, limit
 
@@ -76,15 +81,27 @@ def encode_dataset(encoder: nn.Module, dataset: Dataset, batch_size: int) -> tor
 
 
 def trunk_features(trunk: nn.Module, trunk_name: str, files: list[Path], dataset: Dataset,
-                   batch_size: int) -> torch.Tensor:
+                   batch_size: int, cache_files: list[Path] | None = None) -> torch.Tensor:
     """Features (N,F) of a frozen image trunk for ``files`` (the items of ``dataset``, in
-    order): an ImageNet EfficientNet-Lite reads the project's one on-disk cache
-    (utils.models.features: keyed by encoder, input size, device precision and image set,
-    shared by notebooks 01, 03, 06, 07, 08); another trunk (a step-1 CNN, whose weights are
-    this run's) is run once here, in memory."""
-    if trunk_name in EFFICIENTNET_LITE and is_imagenet_trunk(trunk, trunk_name):
-        return image_features(files, trunk_name).pooled.float()
+    order): an ImageNet EfficientNet-Lite (or a pair side by side: features concatenated)
+    reads the project's one on-disk cache (utils.models.features: keyed by encoder, input
+    size, device precision and image set, shared by notebooks 01, 03, 06, 07, 08), of
+    ``cache_files`` when given (a larger set holding ``files``: all of Flickr8k); another
+    trunk (a step-1 CNN, whose weights are this run's) is run once here, in memory."""
+    names = LITE_PAIRS.get(trunk_name, (trunk_name,))
+    if all(name in EFFICIENTNET_LITE for name in names) and is_imagenet_trunk(trunk, trunk_name):
+        return torch.cat([lite_features(files, name, cache_files) for name in names], dim=1)
     return encode_dataset(trunk, dataset, batch_size)
+
+
+def lite_features(files: list[Path], encoder: str, cache_files: list[Path] | None = None
+                  ) -> torch.Tensor:
+    """Pooled ImageNet features (N,1280) of ``files`` from the disk cache of ``cache_files``
+    (default: of ``files`` themselves)."""
+    features = image_features(cache_files or files, encoder)
+    if cache_files is None:
+        return features.pooled.float()
+    return features.pooled[features.rows([Path(f).name for f in files])].float()
 
 
 @functools.cache
@@ -95,7 +112,9 @@ def imagenet_fingerprint(name: str) -> str:
 
 def is_imagenet_trunk(trunk: nn.Module, name: str) -> bool:
     """True when ``trunk`` holds the ImageNet weights (not fine-tuned): the disk cache, keyed
-    by the encoder's name, holds its features."""
+    by the encoder's name, holds its features (a pair: each of its trunks)."""
+    if name in LITE_PAIRS:
+        return all(is_imagenet_trunk(trunk.trunks[part], part) for part in LITE_PAIRS[name])
     return weights_fingerprint(trunk.state_dict()) == imagenet_fingerprint(name)
 
 

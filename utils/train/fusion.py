@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from utils.core.common import make_config, seed_everything
+from utils.core.common import make_configs, seed_everything
 from utils.core.device import autocast
 from utils.data.course import take_per_class
 from utils.data.datasets import ImageClassificationDataset, label_ids
@@ -34,6 +34,7 @@ from utils.models.fusion import FusionConfig, MultiTaskNet
 from utils.models.losses import focal_loss, smoothed_cross_entropy
 from utils.models.smallbert import SmallBertConfig, load_text_classifier
 from utils.train.classifier import train_text_classifier
+from utils.train.configs import SmallBertTrainConfig
 from utils.train.features import encode_dataset
 from utils.train.loop import EarlyStopping, Step, TrainedRun, best_epoch, fit
 
@@ -88,9 +89,9 @@ def step2_text_encoder(frame: pd.DataFrame, checkpoint: Path, smoke: bool
     if checkpoint.is_file():
         model, _, vectorizer = load_text_classifier(checkpoint)
         return model.encoder, vectorizer, str(checkpoint)
-    config = make_config(SmallBertConfig, smoke)
-    vectorizer = fit_tokenizer(frame, config.length, config.max_tokens)
-    run = train_text_classifier(config, frame, vectorizer)
+    config, training = make_configs(SmallBertConfig, SmallBertTrainConfig, smoke)
+    vectorizer = fit_tokenizer(frame, config.length, training.max_tokens)
+    run = train_text_classifier(config, training, frame, vectorizer)
     return run.model.encoder, vectorizer, "trained here (no step-2 checkpoint)"
 
 

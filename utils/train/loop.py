@@ -212,9 +212,10 @@ class TrainedRun:
     """A trained model and what the notebooks report about its run."""
 
     model: nn.Module
-    config: Any  # the stage config dataclass it was built and trained with
+    config: Any  # its architecture config (what its checkpoint stores)
     history: list[dict]  # one row per epoch (see fit)
     seconds: float  # wall time of the training, feature caching included
     best_epoch: int  # the epoch whose weights were kept
     loaders: dict[str, DataLoader] = field(default_factory=dict)  # "train", "val", "test"
     tokenizer: Any = None  # the text models' tokenizer
+    training: Any = None  # the run settings it was trained with (utils.train.configs)

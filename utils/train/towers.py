@@ -1,6 +1,7 @@
 """Where CLIP's towers come from: the one factory that reads files to build a CLIP.
 
-``create_clip(config)`` resolves each tower of a ClipConfig from its source, then hands the
+``create_clip(config, training)`` resolves each tower of a ClipConfig from its source (the
+run settings' ``image_source`` and ``text_source``), then hands the
 resolved config and the tower weights to ``utils.models.clip.build_clip``, which reads nothing:
 
 * image: ``"checkpoint"`` (the step-1 CNN of ``models/01_cnn.pt``: its architecture and trunk
@@ -28,6 +29,7 @@ from utils.models.clip import ClipConfig, ClipModel, build_clip
 from utils.models.cnn import CnnConfig
 from utils.models.smallbert import SmallBertConfig
 from utils.train.classifier import start_from_glove
+from utils.train.configs import ClipTrainConfig
 
 CNN_CHECKPOINT = "01_cnn.pt"
 CNN_PRETRAINED_CHECKPOINT = "01_cnn_pretrained.pt"
@@ -85,7 +87,7 @@ def choose_image_tower(choice: str = "best") -> tuple[str, dict]:
 
 
 def image_tower_overrides(tower: str, recipe: str | None = None) -> dict:
-    """ClipConfig fields of a step-1 image tower: the from-scratch CNN is fine-tuned; the
+    """ClipTrainConfig fields of a step-1 image tower: the from-scratch CNN is fine-tuned; the
     EfficientNet-Lite0 trunk stays frozen on the CPU recipe (its features cached: fast), and
     is fine-tuned on the GPU recipe."""
     source, _ = STEP1_TOWERS[tower]
@@ -94,21 +96,22 @@ def image_tower_overrides(tower: str, recipe: str | None = None) -> dict:
     return {"image_source": source, "freeze_image": resolve_recipe(recipe) == "cpu"}
 
 
-def resolve_image(config: ClipConfig) -> tuple[CnnConfig, dict | None]:
-    """(the image tower's CnnConfig, its trunk weights or None) for ``config.image_source``."""
+def resolve_image(config: ClipConfig, training: ClipTrainConfig
+                  ) -> tuple[CnnConfig, dict | None]:
+    """(the image tower's CnnConfig, its trunk weights or None) for ``training.image_source``."""
     step1 = {source: name for source, name in STEP1_TOWERS.values()}
-    if config.image_source not in step1:
-        return config.image or CnnConfig(trunk=config.image_source), None
-    checkpoint = load_source_checkpoint(step1[config.image_source])
+    if training.image_source not in step1:
+        return config.image or CnnConfig(trunk=training.image_source), None
+    checkpoint = load_source_checkpoint(step1[training.image_source])
     image = config.image or config_from_dict(CnnConfig, checkpoint["config"])
     return image, sub_state_dict(checkpoint, "trunk.")
 
 
-def resolve_smallbert(config: ClipConfig, tokenizer, frame: pd.DataFrame | None
-                      ) -> tuple[SmallBertConfig, object, dict | None]:
-    """(SmallBERT sub-config, tokenizer, encoder weights or None) for ``config.text_source``."""
+def resolve_smallbert(config: ClipConfig, training: ClipTrainConfig, tokenizer,
+                      frame: pd.DataFrame | None) -> tuple[SmallBertConfig, object, dict | None]:
+    """(SmallBERT sub-config, tokenizer, encoder weights or None) for ``training.text_source``."""
     state = None
-    if config.text_source == "checkpoint":
+    if training.text_source == "checkpoint":
         checkpoint = load_source_checkpoint(SMALLBERT_CHECKPOINT)
         tokenizer = tokenizer or TextVectorizer.from_dict(checkpoint["vectorizer"])
         text = config.text or config_from_dict(SmallBertConfig, checkpoint["config"])
@@ -125,24 +128,30 @@ def resolve_smallbert(config: ClipConfig, tokenizer, frame: pd.DataFrame | None
     return text, tokenizer, state
 
 
-def create_clip(config: ClipConfig, tokenizer=None, frame: pd.DataFrame | None = None
-                ) -> tuple[ClipModel, object]:
-    """A ClipModel and its tokenizer, each tower from its source; ``model.config`` holds the
-    resolved sub-configs (the checkpoint rebuilds the model from them alone). ``frame`` is
-    only needed by a scratch SmallBERT without tokenizer (fits the vocabulary)."""
-    image, image_state = resolve_image(config)
+def create_clip(config: ClipConfig, training: ClipTrainConfig, tokenizer=None,
+                frame: pd.DataFrame | None = None) -> tuple[ClipModel, object]:
+    """A ClipModel and its tokenizer, each tower from its source, the frozen ones locked;
+    ``model.config`` holds the resolved sub-configs (the checkpoint rebuilds the model from
+    them alone). ``frame`` is only needed by a scratch SmallBERT without tokenizer (fits the
+    vocabulary)."""
+    image, image_state = resolve_image(config, training)
     config = dataclasses.replace(config, image=image,
                                  image_size=config.image_size or image.image_size)
     text_state = None
     if config.text_tower == "hf":
-        tokenizer = tokenizer or HFTokenizerAdapter(config.pretrained_text)
-        config = dataclasses.replace(config, text=None)
+        tower = config.pretrained_text
+        if training.freeze_text:  # the stored config says the whole encoder stayed fixed
+            tower = dataclasses.replace(tower, freeze="all")
+        tokenizer = tokenizer or HFTokenizerAdapter(tower)
+        config = dataclasses.replace(config, text=None, pretrained_text=tower)
     else:
-        text, tokenizer, text_state = resolve_smallbert(config, tokenizer, frame)
+        text, tokenizer, text_state = resolve_smallbert(config, training, tokenizer, frame)
         config = dataclasses.replace(config, text=text)
-    model = build_clip(config, image_state=image_state, text_state=text_state)
+    model = build_clip(config, image_state=image_state, text_state=text_state,
+                       seed=training.seed)
+    model.lock(image=training.freeze_image, text=training.freeze_text)
     if config.text_tower != "hf" and text_state is None and config.text.glove_dim:
-        start_from_glove(model.text_encoder.bert, tokenizer, config.seed)  # a fresh SmallBERT
+        start_from_glove(model.text_encoder.bert, tokenizer, training.seed)  # a fresh SmallBERT
     if config.text_tower == "hf":  # the encoder's config says what was really loaded
         model.config = dataclasses.replace(model.config,
                                            pretrained_text=model.text_encoder.config)
