@@ -33,6 +33,7 @@ from utils.train.captioner import (
     references_of,
     train_captioner,
 )
+from utils.train.configs import CaptionerTrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -41,25 +42,25 @@ def tiny_run(flickr8k_dir, tmp_path_factory):
     cached in a temporary DATA_DIR), with its vocabulary, loaders and data."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DATA_DIR", str(tmp_path_factory.mktemp("data")))
-        config = CaptionerConfig(train_images=24, val_images=4, test_images=4, batch_size=8,
-                                 epochs=8, min_word_count=3, lr=3e-3, lr_step=4,
-                                 patience=8)
-        frame = load_caption_frame(config, flickr8k_dir)
-        features = load_caption_features(frame, config, flickr8k_dir)
+        config = CaptionerConfig()
+        training = CaptionerTrainConfig(train_images=24, val_images=4, test_images=4,
+                                        batch_size=8, epochs=8, min_word_count=3, lr=3e-3,
+                                        lr_step=4, patience=8)
+        frame = load_caption_frame(training, flickr8k_dir)
+        features = load_caption_features(frame, config, training, flickr8k_dir)
         vocabulary = Vocabulary.build(frame.loc[frame["split"] == "train", "caption"], 3)
-        embeddings, _ = initial_embeddings(vocabulary, config)
+        embeddings, _ = initial_embeddings(vocabulary, config, training)
         model = build_captioner(config, vocabulary, embeddings)
-        loaders = make_caption_loaders(frame, features, vocabulary, config)
+        loaders = make_caption_loaders(frame, features, vocabulary, training)
         history = train_captioner(model, loaders, vocabulary, references_of(frame, "val"),
-                                  torch.device("cpu"))
+                                  training, torch.device("cpu"))
     return {"model": model.eval(), "vocabulary": vocabulary, "loaders": loaders,
             "history": history, "features": features, "frame": frame,
             "flickr8k": flickr8k_dir}
 
 
 def test_vocabulary_of_the_flickr8k_training_captions(flickr8k_dir):
-    config = CaptionerConfig()
-    frame = load_caption_frame(config, flickr8k_dir)
+    frame = load_caption_frame(CaptionerTrainConfig(), flickr8k_dir)
     assert frame.groupby("split")["image"].nunique().to_dict() == {
         "train": 6000, "val": 1000, "test": 1000}
     assert (frame.groupby("image").size() == 5).all()
@@ -88,8 +89,7 @@ def test_attention_weights_sum_to_one_and_skip_masked_regions():
 
 
 def test_decoder_step_and_teacher_forcing_have_the_documented_shapes():
-    config = CaptionerConfig(glove=False, embed_dim=16, feature_dim=32, attention_dim=24,
-                             hidden_dim=40)
+    config = CaptionerConfig(embed_dim=16, feature_dim=32, attention_dim=24, hidden_dim=40)
     model = AttentionCaptioner(config, vocab_size=30, channels=1280).eval()
     features, keys, state = model.encode(torch.randn(2, 49, 1280))
     assert features.shape == (2, 49, 32) and keys.shape == (2, 49, 24)
@@ -106,8 +106,7 @@ def test_decoder_step_and_teacher_forcing_have_the_documented_shapes():
 
 def test_teacher_forcing_skips_padding_and_matches_step_by_step_decoding():
     torch.manual_seed(0)
-    config = CaptionerConfig(glove=False, embed_dim=16, feature_dim=32, attention_dim=24,
-                             hidden_dim=40)
+    config = CaptionerConfig(embed_dim=16, feature_dim=32, attention_dim=24, hidden_dim=40)
     model = AttentionCaptioner(config, vocab_size=30, channels=1280).eval()
     maps, tokens = torch.randn(3, 49, 1280), torch.randint(4, 30, (3, 9))
     tokens[0, 4:], tokens[2, 7:] = 0, 0  # captions of 3, 8 and 6 targets, then <pad>
@@ -240,3 +239,13 @@ def test_meteor_runs_with_java_and_is_skipped_with_a_reason_without(capsys):
         assert 0.3 < scores["METEOR"] < 0.95
     else:
         assert scores["METEOR"] is None and reason in capsys.readouterr().out
+
+
+def test_glove_needs_fifty_values_per_word_and_says_which_fields() -> None:
+    from utils.data.captions import Vocabulary as Words
+
+    vocabulary = Words.build(["a dog runs", "a dog sits"], 1)
+    with pytest.raises(ValueError, match="glove=True needs embed_dim=50.*glove=False"):
+        initial_embeddings(vocabulary, CaptionerConfig(embed_dim=16), CaptionerTrainConfig())
+    assert initial_embeddings(vocabulary, CaptionerConfig(embed_dim=16),
+                              CaptionerTrainConfig(glove=False)) == (None, [])

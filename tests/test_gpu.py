@@ -27,10 +27,9 @@ from utils.core.device import (
     resolve_recipe,
     runtime_info,
 )
-from utils.models.captioner import CaptionerConfig
 from utils.models.clip import ClipConfig
 from utils.models.cnn import CnnConfig
-from utils.train.configs import ClipTrainConfig, CnnTrainConfig
+from utils.train.configs import CaptionerTrainConfig, ClipTrainConfig, CnnTrainConfig
 
 NOTEBOOKS = paths.NOTEBOOKS_DIR
 NEEDS = {"03": ["01", "02"], "04": ["03"], "05": ["03"]}
@@ -123,7 +122,7 @@ def test_the_gpu_recipe_changes_the_settings_and_smoke_and_overrides_win(monkeyp
     # One OVERRIDES dict and the recipes reach both configs of a stage, each field its own.
     cnn, cnn_training = make_configs(CnnConfig, CnnTrainConfig, False, {"lr": 0.01}, "gpu")
     assert (cnn.image_size, cnn_training.batch_size, cnn_training.lr) == (128, 64, 0.01)
-    assert make_config(CaptionerConfig, False, recipe="gpu").epochs == 12
+    assert make_config(CaptionerTrainConfig, False, recipe="gpu").epochs == 12
     smoke = make_config(ClipTrainConfig, True, {"epochs": 3}, recipe="gpu")
     assert (smoke.batch_size, smoke.epochs) == (8, 3)  # SMOKE over GPU, OVERRIDES over both
     with pytest.raises(ValueError, match="unknown field.*'epoch'"):

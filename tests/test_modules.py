@@ -137,8 +137,12 @@ def test_the_progress_bar_writes_plain_text_on_stdout(capsys) -> None:
 
 
 # --- the small experiment configs and the command lines ---------------------------------------
-def test_the_experiment_configs_derive_from_step_3s() -> None:
-    from utils.experiments.enrichment import EnrichConfig, enrichment_clip_configs
+def test_the_experiment_configs_derive_from_step_3s(monkeypatch) -> None:
+    from utils.experiments.enrichment import (
+        EnrichConfig,
+        enrichment_clip_configs,
+        make_llm_enricher,
+    )
     from utils.experiments.pretrained_text import PretrainedTowerConfig, tower_config
     from utils.experiments.reuse import STEP1_VARIANTS, reuse_specs
     from utils.models.clip import ClipConfig
@@ -154,6 +158,10 @@ def test_the_experiment_configs_derive_from_step_3s() -> None:
     assert frozen.freeze_image and frozen.freeze_text and frozen.epochs == 4
     architectures = [spec.config for spec in reuse_specs(*base)]
     assert all(c.embed_dim == 64 and c.image is None for c in architectures)  # resolved again
+    monkeypatch.delenv("ENRICH_BASE_URL", raising=False)
+    monkeypatch.delenv("ENRICH_MODEL", raising=False)
+    with pytest.raises(ValueError, match="llm_model is empty.*Fix: remove llm_model"):
+        make_llm_enricher(EnrichConfig(llm_model=""))
     enriched, enriched_training = enrichment_clip_configs(base, EnrichConfig())
     assert isinstance(enriched, ClipConfig) and enriched_training.text_source == "scratch"
     with pytest.raises(ValueError, match="unknown field"):
@@ -263,17 +271,19 @@ def test_masked_mean_ignores_the_padding() -> None:
 
 def test_a_tiny_fusion_run_trains_through_the_one_loop(tmp_path) -> None:
     from utils.models.fusion import FusionConfig
+    from utils.train.configs import FusionTrainConfig
     from utils.train.fusion import build_multitask, multitask_step, predict_multitask, train_model
 
     torch.manual_seed(0)
-    config = FusionConfig(epochs=3, patience=3, batch_size=8, trunk_hidden=16)
+    config = FusionConfig(trunk_hidden=16)
+    training = FusionTrainConfig(epochs=3, patience=3, batch_size=8)
     features, classes = torch.randn(32, 12), torch.randint(0, 4, (32,))
     tags = (torch.rand(32, 5) > 0.7).float()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(features, classes, tags),
                                          batch_size=8)
     model = build_multitask(12, 5, config, seed=0)
-    run = train_model(model, multitask_step(config, 1.0, 1.0), {"train": loader, "val": loader},
-                      3, 1e-2, config, torch.device("cpu"))
+    run = train_model(model, multitask_step(training, 1.0, 1.0),
+                      {"train": loader, "val": loader}, 3, 1e-2, training, torch.device("cpu"))
     assert len(run.history) == 3 and run.history[-1]["train_loss"] < run.history[0]["train_loss"]
     class_logits, tag_logits = predict_multitask(run.model, loader, torch.device("cpu"))
     assert class_logits.shape == (32, 4) and tag_logits.shape == (32, 5)

@@ -35,7 +35,7 @@ class EnrichConfig:
     epochs: int = 10  # maximum epochs per run (early stopping on validation R@5)
     freeze_image: bool = True  # step 3's image tower frozen (features once): minutes on a CPU
     max_images_per_split: int = 0  # 0: every image; smoke mode keeps a few per split
-    llm_model: str = DEFAULT_LM  # causal LM: packaged alias, HF name or folder ("": no LLM);
+    llm_model: str = DEFAULT_LM  # causal LM: packaged alias, HF name or local folder;
     # the ENRICH_MODEL variable overrides it (with ENRICH_BASE_URL: a server's model instead)
     llm_rows: int = 0  # LLM section: rows to enrich (0: all of them)
     llm_batch_size: int = 8  # captions generated together (left-padded batch)
@@ -62,16 +62,20 @@ def llm_model_name(config: EnrichConfig) -> str:
 
 
 def make_llm_enricher(config: EnrichConfig, siblings: SiblingCaptionEnricher | None = None
-                      ) -> LLMEnricher | None:
+                      ) -> LLMEnricher:
     """The LLM enricher of notebook 05: an OpenAI-compatible server when ENRICH_BASE_URL is set,
-    else the causal LM ``llm_model_name`` loaded here (None when both are empty)."""
+    else the causal LM ``llm_model_name`` loaded here; a ValueError saying what to set when
+    both are empty (the LLM section needs a model: it is never skipped in silence)."""
     name = llm_model_name(config)
     if os.environ.get("ENRICH_BASE_URL", "").strip():
         generate = ChatClient.from_env()
     elif name:
         generate = CausalLMGenerator(name, config.llm_max_new_tokens, config.llm_batch_size)
     else:
-        return None
+        raise ValueError(f"EnrichConfig.llm_model is empty and ENRICH_BASE_URL is not set: "
+                         f"notebook 05's LLM section has no model. Fix: remove llm_model from "
+                         f"OVERRIDES (default {DEFAULT_LM!r}, offline), or set ENRICH_MODEL or "
+                         f"ENRICH_BASE_URL.")
     context = siblings if config.llm_context else None
     return LLMEnricher(generate, context=context, max_words=config.max_words)
 

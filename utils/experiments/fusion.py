@@ -24,6 +24,7 @@ from utils.data.datasets import make_loader
 from utils.eval.classification import classification_metrics
 from utils.eval.multilabel import best_threshold, multilabel_metrics, roc_auc_macro
 from utils.models.fusion import FusionBundle, FusionConfig, build_fusion, fusion_spec
+from utils.train.configs import FusionTrainConfig
 from utils.train.fusion import (
     SplitInputs,
     build_multitask,
@@ -83,7 +84,7 @@ TAG_MODALITIES = {"image": ("image", "efficientnet", None), "text": ("text", Non
                   "early": ("early", "efficientnet", "lstm")}
 
 
-# name -> (weight of the class loss, weight of the tag loss; None: config.task_weight)
+# name -> (weight of the class loss, weight of the tag loss; None: training.task_weight)
 MULTITASK_VARIANTS = {"multitask": (1.0, None), "class_only": (1.0, 0.0), "tags_only": (0.0, 1.0)}
 
 
@@ -119,14 +120,14 @@ def variant_loaders(variant: tuple, inputs: SplitInputs, target: str, batch_size
             for split in ("train", "val", "test")}
 
 
-def train_variant(variant: tuple, inputs: SplitInputs, config: FusionConfig, seed: int,
-                  device: torch.device) -> TrainedRun:
+def train_variant(variant: tuple, inputs: SplitInputs, config: FusionConfig,
+                  training: FusionTrainConfig, seed: int, device: torch.device) -> TrainedRun:
     """Train one course variant with ``seed`` (weights, dropout, shuffling)."""
     seed_everything(seed)
     model = build_fusion(variant_spec(variant, inputs, len(CLASSES)), config, inputs.embeddings)
-    loaders = variant_loaders(variant, inputs, "label", config.batch_size, seed)
-    return train_model(model, fusion_step(class_loss), loaders, config.epochs, config.lr,
-                       config, device)
+    loaders = variant_loaders(variant, inputs, "label", training.batch_size, seed)
+    return train_model(model, fusion_step(class_loss), loaders, training.epochs, training.lr,
+                       training, device)
 
 
 def split_probabilities(run: TrainedRun, device: torch.device) -> dict[str, np.ndarray]:
@@ -141,11 +142,12 @@ def course_variants(inputs: SplitInputs) -> dict[str, tuple]:
             if all(inputs.has(x) for x in v[1:] if x)}
 
 
-def run_course(inputs: SplitInputs, config: FusionConfig, device: torch.device) -> dict:
+def run_course(inputs: SplitInputs, config: FusionConfig, training: FusionTrainConfig,
+               device: torch.device) -> dict:
     """Every course variant for seeds seed..seed+seeds-1 -> name -> list (one per seed) of
     {"seed", "run" (trained variants only), "val", "test": probabilities (N,4)}."""
-    with cpu_threads(config.threads):
-        results = train_course(inputs, config, device)
+    with cpu_threads(training.threads):
+        results = train_course(inputs, config, training, device)
     for name, (image, text) in LATE_VARIANTS.items():
         if image in results and text in results:
             results[name] = [late_fusion(a, b) for a, b in zip(results[image], results[text],
@@ -153,14 +155,15 @@ def run_course(inputs: SplitInputs, config: FusionConfig, device: torch.device) 
     return results
 
 
-def train_course(inputs: SplitInputs, config: FusionConfig, device: torch.device) -> dict:
+def train_course(inputs: SplitInputs, config: FusionConfig, training: FusionTrainConfig,
+                 device: torch.device) -> dict:
     """The trained course variants, each over the seeds (see run_course)."""
     results = {}
     for name, variant in course_variants(inputs).items():
         results[name] = []
-        for seed in range(config.seed, config.seed + config.seeds):
-            run = quietly(f"{name} seed {seed}", train_variant, variant, inputs, config, seed,
-                          device)
+        for seed in range(training.seed, training.seed + training.seeds):
+            run = quietly(f"{name} seed {seed}", train_variant, variant, inputs, config,
+                          training, seed, device)
             results[name].append({"seed": seed, "run": run, **split_probabilities(run, device)})
     return results
 
@@ -245,15 +248,16 @@ def course_bundle(results: dict, inputs: SplitInputs, config: FusionConfig) -> F
 
 
 def train_tag_model(modality: str, gamma: float | None, inputs: SplitInputs,
-                    config: FusionConfig, device: torch.device) -> TrainedRun:
+                    config: FusionConfig, training: FusionTrainConfig, device: torch.device
+                    ) -> TrainedRun:
     """A multi-label tag model ("image", "text", "early") with BCE (gamma None) or focal loss."""
-    seed_everything(config.seed)
+    seed_everything(training.seed)
     variant = TAG_MODALITIES[modality]
     tags = inputs.get("train", "tags").shape[1]
     model = build_fusion(variant_spec(variant, inputs, tags), config, inputs.embeddings)
-    loaders = variant_loaders(variant, inputs, "tags", config.tag_batch_size, config.seed)
-    return train_model(model, fusion_step(tag_loss(gamma)), loaders, config.tag_epochs,
-                       config.tag_lr, config, device)
+    loaders = variant_loaders(variant, inputs, "tags", training.tag_batch_size, training.seed)
+    return train_model(model, fusion_step(tag_loss(gamma)), loaders, training.tag_epochs,
+                       training.tag_lr, training, device)
 
 
 def tag_scores(val_scores: np.ndarray, test_scores: np.ndarray, inputs: SplitInputs,
@@ -264,15 +268,15 @@ def tag_scores(val_scores: np.ndarray, test_scores: np.ndarray, inputs: SplitInp
 
 
 def run_tags(inputs: SplitInputs, tags: Sequence[str], config: FusionConfig,
-             device: torch.device) -> tuple[dict, dict]:
+             training: FusionTrainConfig, device: torch.device) -> tuple[dict, dict]:
     """Each modality with BCE and with focal loss -> (name -> test metrics, name -> run)."""
     metrics, runs = {}, {}
-    with cpu_threads(config.threads):
+    with cpu_threads(training.threads):
         for modality in TAG_MODALITIES:
-            for loss, gamma in (("bce", None), ("focal", config.focal_gamma)):
+            for loss, gamma in (("bce", None), ("focal", training.focal_gamma)):
                 name = f"{modality}_{loss}"
                 runs[name] = quietly(name, train_tag_model, modality, gamma, inputs, config,
-                                     device)
+                                     training, device)
                 metrics[name] = tag_run_scores(runs[name], inputs, tags, device)
     return metrics, runs
 
@@ -302,14 +306,14 @@ def multitask_loaders(inputs: SplitInputs, batch_size: int, seed: int) -> dict:
             for s in ("train", "val", "test")}
 
 
-def train_multitask(inputs: SplitInputs, config: FusionConfig, weights: tuple[float, float],
-                    device: torch.device) -> TrainedRun:
+def train_multitask(inputs: SplitInputs, config: FusionConfig, training: FusionTrainConfig,
+                    weights: tuple[float, float], device: torch.device) -> TrainedRun:
     """The shared trunk + both heads, trained with L = w_class * L_class + w_tags * L_tags."""
     features, tags = (inputs.get("train", n).shape[1] for n in ("efficientnet", "tags"))
-    model = build_multitask(features, tags, config, config.seed)
-    loaders = multitask_loaders(inputs, config.tag_batch_size, config.seed)
-    return train_model(model, multitask_step(config, *weights), loaders, config.tag_epochs,
-                       config.tag_lr, config, device)
+    model = build_multitask(features, tags, config, training.seed)
+    loaders = multitask_loaders(inputs, training.tag_batch_size, training.seed)
+    return train_model(model, multitask_step(training, *weights), loaders,
+                       training.tag_epochs, training.tag_lr, training, device)
 
 
 def multitask_scores(run: TrainedRun, inputs: SplitInputs, tags: Sequence[str],
@@ -329,15 +333,16 @@ def multitask_scores(run: TrainedRun, inputs: SplitInputs, tags: Sequence[str],
 
 
 def run_multitask(inputs: SplitInputs, tags: Sequence[str], config: FusionConfig,
-                  device: torch.device) -> tuple[dict, dict]:
+                  training: FusionTrainConfig, device: torch.device) -> tuple[dict, dict]:
     """Joint training vs each head alone, on the images with a course class ->
     (name -> {"class", "tags"} test metrics, name -> run)."""
     inputs = classed_inputs(inputs)
     metrics, runs = {}, {}
-    with cpu_threads(config.threads):
+    with cpu_threads(training.threads):
         for name, (class_weight, tag_weight) in MULTITASK_VARIANTS.items():
-            weights = (class_weight, config.task_weight if tag_weight is None else tag_weight)
-            runs[name] = quietly(name, train_multitask, inputs, config, weights, device)
+            weights = (class_weight, training.task_weight if tag_weight is None else tag_weight)
+            runs[name] = quietly(name, train_multitask, inputs, config, training, weights,
+                                 device)
             metrics[name] = multitask_scores(runs[name], inputs, tags, weights, device)
     return metrics, runs
 

@@ -16,7 +16,6 @@ import argparse
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,49 +39,27 @@ CHANNELS = 1280  # channels of the last convolutional map of every EfficientNet-
 
 @dataclass
 class CaptionerConfig:
-    """Everything that defines a captioner run (stored in its checkpoint and metrics)."""
+    """The architecture of a captioner and how the saved model decodes (stored in its
+    checkpoint; the caption command reads it). How it is trained is
+    ``utils.train.configs.CaptionerTrainConfig``."""
 
-    seed: int = 0  # seeds weights, dropout and shuffling
     encoder: str = "efficientnet_lite0"  # frozen ImageNet CNN whose last map gives the regions
-    min_word_count: int = 5  # a training word seen fewer times reads <unk>
-    max_words: int = 25  # training captions cut at this many words (0.2% are longer)
     feature_dim: int = 256  # each region's C channels projected to this size
     attention_dim: int = 256  # size of the additive attention's hidden layer
     embed_dim: int = 50  # word embedding size (50 = GloVe 6B-50d)
     hidden_dim: int = 384  # LSTM state size
     dropout: float = 0.2  # on the projected regions and before the output layer (0.5 learns
     # slower: dev BLEU-4 after one epoch 0.093 at 0.5 and lr 2e-3, 0.103 at 0.2 and lr 4e-3)
-    glove: bool = True  # embeddings start from GloVe 6B-50d; False: random, trained from scratch
-    alpha_c: float = 1.0  # weight of the doubly stochastic attention penalty
-    batch_size: int = 32  # images per batch, each with its 5 captions
-    epochs: int = 5  # maximum epochs (CPU recipe: about 2 min each on 2 cores)
-    lr: float = 4e-3  # Adam learning rate
-    lr_step: int = 2  # StepLR: the learning rate is multiplied by lr_gamma every lr_step epochs
-    lr_gamma: float = 0.5  # StepLR factor
-    grad_clip: float = 5.0  # gradients clipped to this global L2 norm
-    patience: int = 3  # epochs without a better validation BLEU-4 before stopping
     beam_size: int = 3  # beam width of the test captions (1 = greedy)
-    meteor: bool = True  # METEOR too when Java is present (smoke mode skips its JVM start)
     max_caption_length: int = 20  # longest generated caption (words)
-    train_images: int = 0  # images of each split kept (0: all); smoke mode: a few
-    val_images: int = 0  # 0: all 1,000 dev images
-    test_images: int = 0  # 0: all 1,000 test images
-    limit_batches: int = 0  # training batches per epoch (0: all)
-
-    GPU: ClassVar[dict] = {"epochs": 12, "batch_size": 64}  # T4, not measured
-    SMOKE: ClassVar[dict] = {"epochs": 1, "train_images": 40,
-                             "val_images": 10, "test_images": 10, "batch_size": 8,
-                             "meteor": False}
 
     def __post_init__(self) -> None:
-        """Check the encoder name, the sizes, and that GloVe's size matches the embeddings."""
-        require_positive(self, ("batch_size", "epochs", "lr", "beam_size", "max_caption_length",
-                                "hidden_dim", "feature_dim", "attention_dim", "embed_dim"))
+        """Check the encoder name and the sizes."""
+        require_positive(self, ("beam_size", "max_caption_length", "hidden_dim", "feature_dim",
+                                "attention_dim", "embed_dim"))
         if self.encoder not in EFFICIENTNET_LITE:
             raise ValueError(f"CaptionerConfig.encoder={self.encoder!r}: choose one of "
                              f"{sorted(EFFICIENTNET_LITE)}")
-        if self.glove and self.embed_dim != 50:
-            raise ValueError("glove=True needs embed_dim=50 (GloVe 6B-50d vectors)")
 
 
 class SoftAttention(nn.Module):
@@ -296,18 +273,22 @@ def generate_captions(model: AttentionCaptioner, maps: torch.Tensor, vocabulary:
 
 
 def build_captioner(config: CaptionerConfig, vocabulary: Vocabulary,
-                    embeddings: torch.Tensor | None = None) -> AttentionCaptioner:
-    """A captioner for this config and vocabulary (seeded weights; embeddings: (V,E) or None)."""
-    torch.manual_seed(config.seed)
+                    embeddings: torch.Tensor | None = None, seed: int = 0
+                    ) -> AttentionCaptioner:
+    """A captioner for this config and vocabulary (weights seeded by ``seed``; embeddings:
+    (V,E) or None)."""
+    torch.manual_seed(seed)
     return AttentionCaptioner(config, len(vocabulary), CHANNELS, embeddings)
 
 
 def save_captioner(path: Path, model: AttentionCaptioner, vocabulary: Vocabulary, epoch: int,
-                   metrics: dict) -> Path:
-    """One file: weights, config, vocabulary, epoch, metrics."""
+                   metrics: dict, training=None) -> Path:
+    """One file: weights, architecture config, vocabulary, epoch, metrics and, as metadata,
+    the run settings it was trained with (``training``)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return save_checkpoint(path, state, asdict(model.config), kind="captioner",
-                           vocabulary=vocabulary.to_dict(), epoch=epoch, metrics=metrics)
+                           vocabulary=vocabulary.to_dict(), epoch=epoch, metrics=metrics,
+                           training=asdict(training) if training is not None else {})
 
 
 def load_captioner(path: Path | None = None

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -43,46 +42,21 @@ FUSION_CHECKPOINT = "07_fusion.pt"
 
 @dataclass
 class FusionConfig:
-    """Every setting of notebook 07 (models, training, tags, multi-task)."""
+    """The architecture of notebook 07's networks (fusion classifiers, multi-task net): what
+    rebuilds them (stored in the checkpoint). How they are trained, and on which tags, is
+    ``utils.train.configs.FusionTrainConfig``."""
 
-    seed: int = 0  # first seed; the course runs use seeds seed, seed+1, ...
-    seeds: int = 3  # seeds per course variant (the table gives mean and std over them)
     encoder: str = "efficientnet_lite0"  # frozen ImageNet encoder of the image features
-    glove: bool = True  # start the word embeddings from GloVe 6B-50d (False: random)
     embed_dim: int = 50  # word-vector size (GloVe 6B-50d: 50)
     lstm_hidden: int = 64  # hidden size of each LSTM direction
     bidirectional: bool = True  # read the caption in both directions
     text_length: int = 32  # tokens per caption (padded / cut)
-    max_tokens: int = 10_000  # vocabulary cap (most frequent training words)
     image_hidden: int = 256  # image branch: Linear from the image features to this size
     hidden: int = 128  # hidden size of the fusion MLP head
     dropout: float = 0.3  # dropout on the branch inputs and in the head
     modality_dropout: float = 0.3  # early fusion, training only: share of items whose image
     # or text vector (one of the two, at random) is zeroed, so neither branch is ignored
-    batch_size: int = 32  # items per batch (course subset)
-    epochs: int = 30  # maximum epochs (early stopping on the validation loss ends sooner)
-    lr: float = 2e-3  # AdamW learning rate
-    weight_decay: float = 1e-4  # AdamW weight decay
-    patience: int = 5  # epochs without a better validation loss before stopping
-    n_tags: int = 30  # tags: the most frequent visual nouns of the training captions
-    min_mentions: int = 2  # a tag is on when at least this many rule captions mention it
-    held_out_caption: int = 0  # the caption the models read; the tags come from the others
-    focal_gamma: float = 2.0  # focal loss exponent (0 = binary cross-entropy)
-    label_smoothing: float = 0.1  # class head of the multi-task network
-    task_weight: float = 1.0  # lambda of L = L_class + lambda * L_tags
     trunk_hidden: int = 256  # multi-task: size of the shared trunk
-    tag_batch_size: int = 128  # items per batch on Flickr8k (tags, multi-task)
-    tag_epochs: int = 20  # maximum epochs on Flickr8k
-    tag_lr: float = 3e-3  # AdamW learning rate on Flickr8k
-    threads: int = 1  # CPU threads while training (0: torch's default); these models are so
-    # small that more intra-op threads only add waiting, a lot of it on a busy machine
-    per_class_limit: int = 0  # course images kept per class and split (0: all); smoke: few
-    flickr_per_split: int = 0  # Flickr8k images kept per official split (0: all); smoke: few
-
-    GPU: ClassVar[dict] = {"threads": 0}  # tiny models: the GPU recipe only frees the threads
-    SMOKE: ClassVar[dict] = {"seeds": 2, "epochs": 2, "tag_epochs": 2, "per_class_limit": 4,
-                             "flickr_per_split": 16, "n_tags": 8, "batch_size": 16,
-                             "tag_batch_size": 16}
 
 
 class LstmTextEncoder(nn.Module):
@@ -238,13 +212,15 @@ def image_file_features(files: list[Path], encoder: str = "efficientnet_lite0") 
     return compute_features(files, encoder, EFFICIENTNET_LITE[encoder][2], batch_size=8)[1]
 
 
-def save_fusion(path: str | Path, bundle: FusionBundle, metrics: dict) -> Path:
-    """One file: the three models' CPU weights, their specs, config, vocabulary, metrics."""
+def save_fusion(path: str | Path, bundle: FusionBundle, metrics: dict, training=None) -> Path:
+    """One file: the three models' CPU weights, their specs, architecture config, vocabulary,
+    metrics and, as metadata, the run settings they were trained with (``training``)."""
     states = {name: {k: v.detach().cpu() for k, v in model.state_dict().items()}
               for name, model in bundle.models.items()}
     return save_checkpoint(path, states.pop("early"), dataclasses.asdict(bundle.config),
                            kind="fusion", other_states=states, specs=bundle.specs,
-                           vectorizer=bundle.vectorizer.to_dict(), metrics=metrics)
+                           vectorizer=bundle.vectorizer.to_dict(), metrics=metrics,
+                           training=dataclasses.asdict(training) if training else {})
 
 
 def load_fusion(path: str | Path) -> FusionBundle:

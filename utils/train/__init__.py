@@ -12,7 +12,8 @@ from utils.core.exports import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "utils.train.loop": ("TrainedRun", "train_epoch"),
-    "utils.train.configs": ("ClipTrainConfig", "CnnTrainConfig", "SmallBertTrainConfig"),
+    "utils.train.configs": ("CaptionerTrainConfig", "ClipTrainConfig", "CnnTrainConfig",
+                            "FusionTrainConfig", "SmallBertTrainConfig"),
     "utils.train.towers": ("STEP1_CHECKPOINTS", "choose_image_tower", "create_clip",
                            "image_tower_overrides"),
     "utils.train.classifier": ("classifier_step", "run_summary", "save_classifier",

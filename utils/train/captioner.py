@@ -4,6 +4,7 @@ its GloVe start and its training through the project's loop (kept by validation 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,7 @@ from utils.models.captioner import (
     generate_captions,
 )
 from utils.models.features import ImageFeatures, image_features
+from utils.train.configs import CaptionerTrainConfig
 from utils.train.loop import EarlyStopping, best_epoch, fit
 
 SPLITS = ("train", "val", "test")  # Flickr8k's train / dev / test image lists
@@ -32,45 +34,56 @@ SPLITS = ("train", "val", "test")  # Flickr8k's train / dev / test image lists
 MONITOR = ("val_BLEU-4", "max")  # the epoch of the best greedy BLEU-4 on the dev images is kept
 
 
-def split_limits(config: CaptionerConfig) -> dict[str, int]:
+def split_limits(training: CaptionerTrainConfig) -> dict[str, int]:
     """Images kept per split (0: all)."""
-    return {"train": config.train_images, "val": config.val_images, "test": config.test_images}
+    return {"train": training.train_images, "val": training.val_images,
+            "test": training.test_images}
 
 
-def load_caption_frame(config: CaptionerConfig, flickr8k: Path | None = None) -> pd.DataFrame:
+def check_glove(config: CaptionerConfig, training: CaptionerTrainConfig) -> None:
+    """GloVe 6B-50d vectors need 50-value word embeddings: a ValueError naming both fields."""
+    if training.glove and config.embed_dim != 50:
+        raise ValueError(f"glove=True needs embed_dim=50 (GloVe 6B-50d vectors), not "
+                         f"{config.embed_dim}. Fix: OVERRIDES embed_dim=50 or glove=False.")
+
+
+def load_caption_frame(training: CaptionerTrainConfig, flickr8k: Path | None = None
+                       ) -> pd.DataFrame:
     """Captions of the official splits (image, caption_index, caption, split), each split cut
     to its first images in file-name order when the config says so."""
     frame = read_flickr8k(flickr8k or paths.flickr8k_dir())
     frame = frame[frame["flickr_split"].isin(SPLITS)].rename(columns={"flickr_split": "split"})
     kept = []
-    for split, count in split_limits(config).items():
+    for split, count in split_limits(training).items():
         images = sorted(frame.loc[frame["split"] == split, "image"].unique())
         kept += images[:count] if count > 0 else images
     return frame[frame["image"].isin(set(kept))].reset_index(drop=True)
 
 
-def feature_files(frame: pd.DataFrame, config: CaptionerConfig, flickr8k: Path | None = None
-                  ) -> list[Path]:
+def feature_files(frame: pd.DataFrame, training: CaptionerTrainConfig,
+                  flickr8k: Path | None = None) -> list[Path]:
     """The image set whose features are read: all 8,091 images (one cache shared with
     notebooks 07 and 08), or only the frame's images when the splits are cut (smoke mode)."""
     flickr8k = Path(flickr8k or paths.flickr8k_dir())
-    if not any(split_limits(config).values()):
+    if not any(split_limits(training).values()):
         return flickr8k_image_files(flickr8k)
     return sorted(flickr8k / FLICKR_IMAGES / name for name in frame["image"].unique())
 
 
 def load_caption_features(frame: pd.DataFrame, config: CaptionerConfig,
-                          flickr8k: Path | None = None) -> ImageFeatures:
+                          training: CaptionerTrainConfig, flickr8k: Path | None = None
+                          ) -> ImageFeatures:
     """The frozen encoder's maps (N,R,C) of the image set, from the cache or computed once."""
-    return image_features(feature_files(frame, config, flickr8k), config.encoder)
+    return image_features(feature_files(frame, training, flickr8k), config.encoder)
 
 
-def initial_embeddings(vocabulary: Vocabulary, config: CaptionerConfig
-                       ) -> tuple[torch.Tensor | None, list[str]]:
+def initial_embeddings(vocabulary: Vocabulary, config: CaptionerConfig,
+                       training: CaptionerTrainConfig) -> tuple[torch.Tensor | None, list[str]]:
     """GloVe rows (V,50) for the vocabulary and the words GloVe lacks; (None, []) without."""
-    if not config.glove:
+    check_glove(config, training)
+    if not training.glove:
         return None, []
-    return embedding_matrix(vocabulary.words, load_glove(), seed=config.seed)
+    return embedding_matrix(vocabulary.words, load_glove(), seed=training.seed)
 
 
 def split_table(frame: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -80,15 +93,15 @@ def split_table(frame: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def make_caption_loaders(frame: pd.DataFrame, features: ImageFeatures, vocabulary: Vocabulary,
-                         config: CaptionerConfig) -> dict[str, DataLoader]:
+                         training: CaptionerTrainConfig) -> dict[str, DataLoader]:
     """Seeded loaders of (maps (B,R,C), tokens (B,5,max_words + 2)) for train, val and test."""
     loaders = {}
     for split in SPLITS:
         table = split_table(frame, split)
         dataset = CaptionDataset(features.maps, features.rows(table["image"].tolist()),
-                                 table["captions"].tolist(), vocabulary, config.max_words)
-        loaders[split] = make_loader(dataset, config.batch_size, shuffle=split == "train",
-                                     seed=config.seed)
+                                 table["captions"].tolist(), vocabulary, training.max_words)
+        loaders[split] = make_loader(dataset, training.batch_size, shuffle=split == "train",
+                                     seed=training.seed)
     return loaders
 
 
@@ -98,15 +111,16 @@ def trim_padding(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     return tokens[..., :int(used.nonzero().max()) + 1]
 
 
-def caption_step(model: AttentionCaptioner, batch, device: torch.device
+def caption_step(model: AttentionCaptioner, batch, device: torch.device, alpha_c: float = 1.0
                  ) -> tuple[torch.Tensor, int, dict]:
-    """Teacher-forced loss of (maps (B,R,C), tokens (B,K,L)) -> (loss, captions, {"ce": sum})."""
+    """Teacher-forced loss of (maps (B,R,C), tokens (B,K,L)) -> (loss, captions, {"ce": sum});
+    ``alpha_c`` weighs the attention penalty."""
     maps, tokens = batch
     tokens = trim_padding(tokens, 0).to(device)
     with autocast(device):
         logits, weights = model(maps.to(device), tokens)
     targets = tokens[:, :, 1:].flatten(0, 1)
-    loss, cross_entropy = caption_loss(logits, weights, targets, 0, model.config.alpha_c)
+    loss, cross_entropy = caption_loss(logits, weights, targets, 0, alpha_c)
     n = (targets != 0).any(dim=1).sum()  # a tensor on the device: no host sync per batch
     return loss, n, {"ce": cross_entropy.detach() * n}
 
@@ -152,19 +166,19 @@ def clip_gradients(model: AttentionCaptioner, max_norm: float):
 
 def train_captioner(model: AttentionCaptioner, loaders: dict[str, DataLoader],
                     vocabulary: Vocabulary, references: list[list[str]],
-                    device: torch.device) -> list[dict]:
+                    training: CaptionerTrainConfig, device: torch.device) -> list[dict]:
     """Adam + StepLR + gradient clipping through ``utils.train.loop.fit``; the epoch of the
     best validation BLEU-4 is kept -> history rows."""
-    config = model.config
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    optimizer.register_step_pre_hook(clip_gradients(model, config.grad_clip))
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma)
-    stopper = EarlyStopping(*MONITOR, patience=config.patience)
-    return fit(model, loaders["train"], caption_step,
+    optimizer = torch.optim.Adam(model.parameters(), lr=training.lr)
+    optimizer.register_step_pre_hook(clip_gradients(model, training.grad_clip))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, training.lr_step, training.lr_gamma)
+    stopper = EarlyStopping(*MONITOR, patience=training.patience)
+    step = functools.partial(caption_step, alpha_c=training.alpha_c)
+    return fit(model, loaders["train"], step,
                lambda m: validate_captioner(m, loaders["val"], vocabulary, references, device),
-               optimizer, scheduler, stopper, config.epochs, device,
-               config.limit_batches)
+               optimizer, scheduler, stopper, training.epochs, device,
+               training.limit_batches)
 
 
 def best_captioner_epoch(history: list[dict]) -> int:

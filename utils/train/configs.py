@@ -120,3 +120,73 @@ class ClipTrainConfig:
             if getattr(self, name) not in valid:
                 raise ValueError(f"ClipTrainConfig.{name}={getattr(self, name)!r}: choose one "
                                  f"of {valid}")
+
+
+@dataclass
+class CaptionerTrainConfig:
+    """How notebook 06's captioner is trained and scored (its architecture: CaptionerConfig)."""
+
+    seed: int = 0  # seeds weights, dropout and shuffling
+    min_word_count: int = 5  # a training word seen fewer times reads <unk>
+    max_words: int = 25  # training captions cut at this many words (0.2% are longer)
+    glove: bool = True  # embeddings start from GloVe 6B-50d; False: random, trained from scratch
+    alpha_c: float = 1.0  # weight of the doubly stochastic attention penalty
+    batch_size: int = 32  # images per batch, each with its 5 captions
+    epochs: int = 5  # maximum epochs (CPU recipe: about 2 min each on 2 cores)
+    lr: float = 4e-3  # Adam learning rate
+    lr_step: int = 2  # StepLR: the learning rate is multiplied by lr_gamma every lr_step epochs
+    lr_gamma: float = 0.5  # StepLR factor
+    grad_clip: float = 5.0  # gradients clipped to this global L2 norm
+    patience: int = 3  # epochs without a better validation BLEU-4 before stopping
+    meteor: bool = True  # METEOR too when Java is present (smoke mode skips its JVM start)
+    train_images: int = 0  # images of each split kept (0: all); smoke mode: a few
+    val_images: int = 0  # 0: all 1,000 dev images
+    test_images: int = 0  # 0: all 1,000 test images
+    limit_batches: int = 0  # training batches per epoch (0: all)
+
+    GPU: ClassVar[dict] = {"epochs": 12, "batch_size": 64}  # T4, not measured
+    SMOKE: ClassVar[dict] = {"epochs": 1, "train_images": 40, "val_images": 10,
+                             "test_images": 10, "batch_size": 8, "meteor": False}
+
+    def __post_init__(self) -> None:
+        """Reject meaningless sizes, naming the field."""
+        require_positive(self, ("batch_size", "epochs", "lr", "patience"))
+
+
+@dataclass
+class FusionTrainConfig:
+    """How notebook 07's networks are trained, on which tags and seeds (their architecture:
+    FusionConfig)."""
+
+    seed: int = 0  # first seed; the course runs use seeds seed, seed+1, ...
+    seeds: int = 3  # seeds per course variant (the table gives mean and std over them)
+    glove: bool = True  # start the word embeddings from GloVe 6B-50d (False: random)
+    max_tokens: int = 10_000  # vocabulary cap (most frequent training words)
+    batch_size: int = 32  # items per batch (course subset)
+    epochs: int = 30  # maximum epochs (early stopping on the validation loss ends sooner)
+    lr: float = 2e-3  # AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
+    patience: int = 5  # epochs without a better validation loss before stopping
+    n_tags: int = 30  # tags: the most frequent visual nouns of the training captions
+    min_mentions: int = 2  # a tag is on when at least this many rule captions mention it
+    held_out_caption: int = 0  # the caption the models read; the tags come from the others
+    focal_gamma: float = 2.0  # focal loss exponent (0 = binary cross-entropy)
+    label_smoothing: float = 0.1  # class head of the multi-task network
+    task_weight: float = 1.0  # lambda of L = L_class + lambda * L_tags
+    tag_batch_size: int = 128  # items per batch on Flickr8k (tags, multi-task)
+    tag_epochs: int = 20  # maximum epochs on Flickr8k
+    tag_lr: float = 3e-3  # AdamW learning rate on Flickr8k
+    threads: int = 1  # CPU threads while training (0: torch's default); these models are so
+    # small that more intra-op threads only add waiting, a lot of it on a busy machine
+    per_class_limit: int = 0  # course images kept per class and split (0: all); smoke: few
+    flickr_per_split: int = 0  # Flickr8k images kept per official split (0: all); smoke: few
+
+    GPU: ClassVar[dict] = {"threads": 0}  # tiny models: the GPU recipe only frees the threads
+    SMOKE: ClassVar[dict] = {"seeds": 2, "epochs": 2, "tag_epochs": 2, "per_class_limit": 4,
+                             "flickr_per_split": 16, "n_tags": 8, "batch_size": 16,
+                             "tag_batch_size": 16}
+
+    def __post_init__(self) -> None:
+        """Reject meaningless sizes, naming the field."""
+        require_positive(self, ("seeds", "batch_size", "epochs", "lr", "patience", "n_tags",
+                                "tag_batch_size", "tag_epochs", "tag_lr"))

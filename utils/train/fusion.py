@@ -34,7 +34,7 @@ from utils.models.fusion import FusionConfig, MultiTaskNet
 from utils.models.losses import focal_loss, smoothed_cross_entropy
 from utils.models.smallbert import SmallBertConfig, load_text_classifier
 from utils.train.classifier import train_text_classifier
-from utils.train.configs import SmallBertTrainConfig
+from utils.train.configs import FusionTrainConfig, SmallBertTrainConfig
 from utils.train.features import encode_dataset
 from utils.train.loop import EarlyStopping, Step, TrainedRun, best_epoch, fit
 
@@ -111,11 +111,11 @@ def split_rows(frame: pd.DataFrame, values: torch.Tensor) -> dict[str, torch.Ten
             for s in ("train", "val", "test")}
 
 
-def course_inputs(frame: pd.DataFrame, root: Path, config: FusionConfig, models: Path,
-                  smoke: bool = False) -> SplitInputs:
+def course_inputs(frame: pd.DataFrame, root: Path, config: FusionConfig,
+                  training: FusionTrainConfig, models: Path, smoke: bool = False) -> SplitInputs:
     """Every input of the course variants, per split: "efficientnet" (N,1280), "cnn" (N,F)
     when the step-1 checkpoint exists, "lstm" ids (N,L), "smallbert" (N,D), "label" (N,)."""
-    vectorizer = fit_tokenizer(frame, config.text_length, config.max_tokens)
+    vectorizer = fit_tokenizer(frame, config.text_length, training.max_tokens)
     columns = {"efficientnet": encoder_features([root / p for p in frame["image_path"]],
                                                 config.encoder),
                "lstm": vectorizer.encode(frame["caption"].tolist()),
@@ -130,16 +130,17 @@ def course_inputs(frame: pd.DataFrame, root: Path, config: FusionConfig, models:
     for name, values in columns.items():
         for split, rows in split_rows(frame, values).items():
             tensors[split][name] = rows
-    embeddings = glove_embeddings(vectorizer, config.seed) if config.glove else None
+    embeddings = glove_embeddings(vectorizer, training.seed) if training.glove else None
     return SplitInputs(tensors, vectorizer, embeddings, notes)
 
 
-def tag_inputs(table: TagTable, features: ImageFeatures, config: FusionConfig) -> SplitInputs:
+def tag_inputs(table: TagTable, features: ImageFeatures, config: FusionConfig,
+               training: FusionTrainConfig) -> SplitInputs:
     """Inputs of the Flickr8k tasks, per official split: "efficientnet" (N,F) from the cached
     ImageFeatures, "lstm" ids (N,L) of the held-out caption, "tags" (N,T), "class" (N,)
     (-1: no course class)."""
     frame = table.frame
-    vectorizer = fit_tokenizer(frame, config.text_length, config.max_tokens)
+    vectorizer = fit_tokenizer(frame, config.text_length, training.max_tokens)
     columns = {"efficientnet": features.pooled[features.rows(frame["image"].tolist())].float(),
                "lstm": vectorizer.encode(frame["caption"].tolist()),
                "tags": table.targets.float(), "class": class_ids(frame["label"])}
@@ -147,7 +148,7 @@ def tag_inputs(table: TagTable, features: ImageFeatures, config: FusionConfig) -
     for name, values in columns.items():
         for split, rows in split_rows(frame, values).items():
             tensors[split][name] = rows
-    embeddings = glove_embeddings(vectorizer, config.seed) if config.glove else None
+    embeddings = glove_embeddings(vectorizer, training.seed) if training.glove else None
     return SplitInputs(tensors, vectorizer, embeddings)
 
 
@@ -175,15 +176,16 @@ def fusion_step(loss_fn: Callable) -> Step:
     return step
 
 
-def multitask_step(config: FusionConfig, class_weight: float, tag_weight: float) -> Step:
+def multitask_step(training: FusionTrainConfig, class_weight: float, tag_weight: float
+                   ) -> Step:
     """A fit step for (features, class, tags) batches: L = w_c * CE_smoothed + w_t * focal."""
     def step(model: nn.Module, batch, device: torch.device):
         features, classes, tags = (t.to(device) for t in batch)
         class_logits, tag_logits = model(features)
-        loss = tag_weight * focal_loss(tag_logits.float(), tags, config.focal_gamma)
+        loss = tag_weight * focal_loss(tag_logits.float(), tags, training.focal_gamma)
         if class_weight:
             loss = loss + class_weight * smoothed_cross_entropy(
-                class_logits.float(), classes, config.label_smoothing)
+                class_logits.float(), classes, training.label_smoothing)
         return loss, len(classes), {"acc": (class_logits.argmax(1) == classes).sum()}
     return step
 
@@ -216,26 +218,28 @@ def cpu_threads(count: int) -> Iterator[None]:
 
 
 def train_model(model: nn.Module, step: Step, loaders: dict, epochs: int, lr: float,
-                config: FusionConfig, device: torch.device) -> TrainedRun:
-    """AdamW + ReduceLROnPlateau through ``fit`` on ``config.threads`` CPU threads; the lowest
-    validation loss is kept."""
-    with cpu_threads(config.threads):
-        return fit_model(model, step, loaders, epochs, lr, config, device)
+                training: FusionTrainConfig, device: torch.device) -> TrainedRun:
+    """AdamW + ReduceLROnPlateau through ``fit`` on ``training.threads`` CPU threads; the
+    lowest validation loss is kept."""
+    with cpu_threads(training.threads):
+        return fit_model(model, step, loaders, epochs, lr, training, device)
 
 
 def fit_model(model: nn.Module, step: Step, loaders: dict, epochs: int, lr: float,
-              config: FusionConfig, device: torch.device) -> TrainedRun:
-    """AdamW + ReduceLROnPlateau through ``fit``; the lowest validation loss is kept."""
+              training: FusionTrainConfig, device: torch.device) -> TrainedRun:
+    """AdamW + ReduceLROnPlateau through ``fit``; the lowest validation loss is kept (the
+    run's architecture is its bundle's FusionConfig: ``config`` stays None here)."""
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr,
+                                  weight_decay=training.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=0.5, patience=max(1, config.patience // 2))
+        optimizer, factor=0.5, patience=max(1, training.patience // 2))
     start = time.perf_counter()
     history = fit(model, loaders["train"], step,
                   lambda m: validate_step(m, step, loaders["val"], device), optimizer, scheduler,
-                  EarlyStopping(*MONITOR, patience=config.patience), epochs, device)
-    return TrainedRun(model.cpu(), config, history, time.perf_counter() - start,
-                      best_epoch(history, *MONITOR), loaders)
+                  EarlyStopping(*MONITOR, patience=training.patience), epochs, device)
+    return TrainedRun(model.cpu(), None, history, time.perf_counter() - start,
+                      best_epoch(history, *MONITOR), loaders, training=training)
 
 
 def build_multitask(features: int, tags: int, config: FusionConfig, seed: int) -> MultiTaskNet:

@@ -21,7 +21,7 @@ import dataclasses
 import pandas as pd
 
 from utils.core import paths
-from utils.core.checkpoint import load_checkpoint
+from utils.core.checkpoint import KINDS, load_checkpoint
 from utils.core.common import config_from_dict
 from utils.core.device import resolve_recipe
 from utils.data.tokenizers import HFTokenizerAdapter, TextVectorizer, fit_tokenizer
@@ -34,11 +34,9 @@ from utils.train.configs import ClipTrainConfig
 CNN_CHECKPOINT = "01_cnn.pt"
 CNN_PRETRAINED_CHECKPOINT = "01_cnn_pretrained.pt"
 SMALLBERT_CHECKPOINT = "02_smallbert.pt"
+# checkpoint -> its kind (utils.core.checkpoint.KINDS names the notebook that writes it)
 SOURCE_KINDS = {CNN_CHECKPOINT: "image_classifier", CNN_PRETRAINED_CHECKPOINT: "image_classifier",
                 SMALLBERT_CHECKPOINT: "text_classifier"}
-SOURCE_NOTEBOOKS = {CNN_CHECKPOINT: "01_cnn_image_classifier",
-                    CNN_PRETRAINED_CHECKPOINT: "01_cnn_image_classifier",
-                    SMALLBERT_CHECKPOINT: "02_smallbert_text_classifier"}
 STEP1_TOWERS = {"scratch": ("checkpoint", CNN_CHECKPOINT),
                 "pretrained": ("checkpoint_pretrained", CNN_PRETRAINED_CHECKPOINT)}
 IMAGE_TOWERS = ("best", *STEP1_TOWERS)
@@ -47,11 +45,11 @@ STEP1_CHECKPOINTS = {tower: name for tower, (_, name) in STEP1_TOWERS.items()}
 
 def load_source_checkpoint(name: str) -> dict:
     """A step-1/2 checkpoint; its absence is an error that names the notebook to run."""
-    path = paths.model_path(name)
+    path, notebook = paths.model_path(name), KINDS[SOURCE_KINDS[name]][1]
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing: CLIP reuses it (image_source/text_source='checkpoint'). Run "
-            f"notebooks/{SOURCE_NOTEBOOKS[name]}.ipynb first (MODELS_DIR={paths.models_dir()}), "
+            f"notebooks/{notebook}.ipynb first (MODELS_DIR={paths.models_dir()}), "
             "or choose 'scratch' for that tower in OVERRIDES.")
     return load_checkpoint(path, kind=SOURCE_KINDS[name])
 
