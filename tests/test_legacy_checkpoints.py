@@ -77,3 +77,41 @@ def test_a_new_checkpoint_stores_the_typed_layout(tmp_path: Path) -> None:
     assert {"image", "text", "pretrained_text"} <= set(config)
     assert not {"image_config", "text_config", "hf_spec"} & set(config)
     assert clip_config_from_dict(config) == model.config
+
+
+def test_checkpoints_from_before_the_config_split_load_with_their_run_settings(
+        tmp_path: Path) -> None:
+    """Until 0.4 a checkpoint's ``config`` held architecture and run settings together (and no
+    ``training`` entry): the model rebuilds from the architecture fields, and the run settings
+    are read from the same dict (utils.core.checkpoint.stored_training)."""
+    from utils.core.checkpoint import stored_training
+    from utils.core.common import config_from_dict
+    from utils.models.cnn import build_image_classifier, load_image_classifier
+    from utils.models.smallbert import build_text_classifier
+    from utils.train.configs import ClipTrainConfig, CnnTrainConfig, SmallBertTrainConfig
+
+    cnn = {**asdict(CnnConfig(channels=(4, 8), image_size=16)), "seed": 3, "epochs": 7,
+           "lr": 0.01, "augment": False, "report_seeds": [0, 1]}
+    net = build_image_classifier(CnnConfig(channels=(4, 8), image_size=16))
+    save_checkpoint(tmp_path / "01_cnn.pt", net.state_dict(), cnn, kind="image_classifier")
+    _, config = load_image_classifier(tmp_path / "01_cnn.pt")
+    assert config == CnnConfig(channels=(4, 8), image_size=16)
+    training = config_from_dict(CnnTrainConfig,
+                                stored_training(load_checkpoint(tmp_path / "01_cnn.pt")))
+    assert (training.seed, training.epochs, training.lr, training.augment) == (3, 7, 0.01, False)
+
+    bert = SmallBertConfig(width=8, heads=2, ff=16, layers=1, vocab_size=20)
+    text = build_text_classifier(bert)
+    save_checkpoint(tmp_path / "02.pt", text.state_dict(),
+                    {**asdict(bert), "epochs": 9, "max_tokens": 500}, kind="text_classifier")
+    checkpoint = load_checkpoint(tmp_path / "02.pt")
+    assert config_from_dict(SmallBertTrainConfig, stored_training(checkpoint)).max_tokens == 500
+    assert config_from_dict(SmallBertConfig, checkpoint["config"]) == bert
+
+    old_clip = {"embed_dim": 16, "lr": 0.002, "epochs": 4, "image_source": "scratch",
+                "freeze_image": True, "dataset": "flickr8k", "captions_per_image": 5}
+    assert clip_config_from_dict(old_clip) == ClipConfig(embed_dim=16)
+    moved = config_from_dict(ClipTrainConfig, stored_training({"config": old_clip}))
+    assert (moved.lr, moved.image_source, moved.freeze_image, moved.dataset) == (
+        0.002, "scratch", True, "flickr8k")
+    assert stored_training({"config": old_clip, "training": {"lr": 0.5}}) == {"lr": 0.5}

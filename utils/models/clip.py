@@ -7,8 +7,9 @@ embeddings, the learnt scale and the loss computed by ``ClipLoss``, the one loss
 ``encode_image`` takes pixels and ``encode_text`` token ids; training on cached features of a
 frozen encoder goes through ``with_feature_inputs``, an explicit view that shares the trained
 weights. ``build_clip`` builds from a resolved config (and tower weights); where the towers come
-from is ``utils.train.towers``'s job. A checkpoint stores the weights, the tokenizer, the config
-(with the towers' typed sub-configs: rebuilt from the file alone) and the gallery index.
+from is ``utils.train.towers``'s job, and ``lock`` freezes a tower for training. A checkpoint
+stores the weights, the tokenizer, the architecture config (with the towers' typed sub-configs:
+rebuilt from the file alone), the gallery index and, as metadata, the run settings.
 """
 
 from __future__ import annotations
