@@ -479,3 +479,16 @@ def test_text_from_outside_cannot_become_markdown_links_or_formatting() -> None:
     assert "://" not in shown and "www." not in shown and "@e" not in shown
     assert as_shown(shown).replace("\u200b", "") == \
         "**bold** [x](http://203.0.113.9/a) www.example.org me@example.org `c`"
+
+
+def test_a_checkpoint_gallery_folder_follows_its_run_settings(tmp_path, monkeypatch) -> None:
+    """The page finds a model's images where its training read them: the course subset, the
+    5-caption build, or Flickr8k's image folder (notebook 08's checkpoint)."""
+    from utils.data.flickr8k import FLICKR_IMAGES
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FLICKR8K_DIR", str(tmp_path / "flickr8k"))
+    assert catalog.dataset_root({}) == paths.subset_dir()
+    assert catalog.dataset_root({"captions_per_image": 5}).name.endswith("_5captions")
+    flickr = {"dataset": "flickr8k", "captions_per_image": 5}
+    assert catalog.dataset_root(flickr) == tmp_path / "flickr8k" / FLICKR_IMAGES
