@@ -115,7 +115,7 @@ def variant_configs(config: BenchmarkConfig, variant: str
     text = PretrainedTextConfig(model=MINILM, freeze="all" if frozen else "none")
     architecture = ClipConfig(embed_dim=config.embed_dim, text_tower="hf",
                               pretrained_text=text, projection_hidden=config.projection_hidden,
-                              hard_negative_weight=config.hard_negative_weight * frozen)
+                              hard_negative_weight=config.hard_negative_weight if frozen else 0.0)
     if frozen:  # the encoders run once: their features are cached
         return architecture, ClipTrainConfig(
             **data, image_source=image, freeze_image=True, freeze_text=True, augment=False,
