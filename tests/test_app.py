@@ -492,3 +492,5 @@ def test_a_checkpoint_gallery_folder_follows_its_run_settings(tmp_path, monkeypa
     assert catalog.dataset_root({"captions_per_image": 5}).name.endswith("_5captions")
     flickr = {"dataset": "flickr8k", "captions_per_image": 5}
     assert catalog.dataset_root(flickr) == tmp_path / "flickr8k" / FLICKR_IMAGES
+    table = {"dataset": str(tmp_path / "pairs" / "pairs.csv")}  # an own table: its folder
+    assert catalog.dataset_root(table) == tmp_path / "pairs"

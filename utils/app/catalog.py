@@ -12,7 +12,7 @@ import torch
 
 from utils.core import paths
 from utils.core.checkpoint import stored_training, weights_fingerprint
-from utils.data.flickr8k import FLICKR_IMAGES
+from utils.data.fetch import dataset_folder
 from utils.eval.index import GalleryIndex
 from utils.eval.search import Gallery
 from utils.models.clip import ClipModel, load_clip
@@ -134,15 +134,10 @@ def describe_entry(entry: Entry) -> str:
 
 
 def dataset_root(training: dict) -> Path:
-    """Folder the index's image paths are relative to, from a checkpoint's run settings:
-    Flickr8k's image folder, the course subset, or the 5-caption build of it (same rule as
-    utils.train.clip.load_clip_frame)."""
-    if training.get("dataset") == "flickr8k":
-        return paths.flickr8k_dir() / FLICKR_IMAGES
-    per_image = int(training.get("captions_per_image", 1) or 1)
-    if per_image == 1:
-        return paths.subset_dir()
-    return paths.data_dir() / f"{paths.SUBSET_NAME}_{per_image}captions"
+    """Folder the index's image paths are relative to, from a checkpoint's run settings (the
+    folder its training read: utils.data.fetch.dataset_folder)."""
+    return dataset_folder(training.get("dataset") or "course",
+                          int(training.get("captions_per_image") or 1))
 
 
 def image_tower_fingerprint(state_dict: dict) -> str:

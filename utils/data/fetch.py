@@ -153,6 +153,18 @@ def offline_message(target: Path, errors: list[str]) -> str:
     )
 
 
+def dataset_folder(dataset: str = "course", captions_per_image: int = 1) -> Path:
+    """The folder a CLIP dataset's image paths are relative to, nothing read or built: the
+    course subset, its N-caption build, Flickr8k's image folder, or a table file's folder."""
+    if dataset == "flickr8k":
+        return paths.flickr8k_dir() / FLICKR_IMAGES
+    if dataset != "course":
+        return Path(dataset).parent
+    if captions_per_image == 1:
+        return paths.subset_dir()
+    return paths.data_dir() / f"{paths.SUBSET_NAME}_{captions_per_image}captions"
+
+
 def ensure_dataset(per_class: int = 150, captions_per_image: int = 1,
                    course_zip: Path | None = None) -> Path:
     """Make paths.subset_dir() ready and return it: the local copy if present, else the

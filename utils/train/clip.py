@@ -15,7 +15,7 @@ from utils.core import paths
 from utils.core.device import autocast, get_device
 from utils.data.course import keep_first_images, load_dataset
 from utils.data.datasets import ImageTextDataset, make_loader
-from utils.data.fetch import ensure_dataset
+from utils.data.fetch import dataset_folder, ensure_dataset
 from utils.data.flickr8k import build_subset, flickr8k_frame, flickr8k_image_files
 from utils.data.generic import load_table_dataset
 from utils.eval.retrieval import first_relevant_rank, recall_at_k
@@ -36,7 +36,7 @@ def clip_data_root(training: ClipTrainConfig) -> Path:
 
     if training.captions_per_image == 1:
         return ensure_dataset()
-    root = paths.data_dir() / f"{paths.SUBSET_NAME}_{training.captions_per_image}captions"
+    root = dataset_folder("course", training.captions_per_image)
     if not (root / "captions.csv").exists():
         build_subset(paths.flickr8k_dir(), root, captions_per_image=training.captions_per_image)
     return root
